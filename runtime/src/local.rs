@@ -1,0 +1,164 @@
+//! One job, in-process, in the same sandbox the daemon uses: the handler author's local loop
+//! behind `guestkit-worker run`.
+
+use crate::engine::{CancelToken, RunReport, Sandbox};
+use crate::limits::JobLimits;
+use crate::registry::{self, HandlerSource, LoadedHandler, Registry, RegistryConfig};
+use anyhow::{Context, Result, bail};
+use guestkit_host_api::{Job, LogLevel, Observer};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct LocalJob {
+    /// The operation; may be omitted with `handler_file` when it serves exactly one.
+    pub operation: Option<String>,
+    /// The payload document.
+    pub payload: Value,
+    /// Image files granted to the job.
+    pub images: Vec<PathBuf>,
+    /// Run this component instead of an installed handler.
+    pub handler_file: Option<PathBuf>,
+    /// The handlers directory to pick the handler from (with the built-ins).
+    pub handlers_dir: Option<PathBuf>,
+    /// Limits for the run.
+    pub limits: JobLimits,
+}
+
+/// Prints a handler's log lines and progress to stderr.
+struct StderrObserver;
+
+impl Observer for StderrObserver {
+    fn log(&self, level: LogLevel, message: &str) {
+        eprintln!("[{level}] {message}");
+    }
+    fn progress(&self, done: u64, total: u64, message: &str) {
+        if total > 0 {
+            eprintln!("[progress] {done}/{total} {message}");
+        } else {
+            eprintln!("[progress] {done} {message}");
+        }
+    }
+}
+
+/// Checks that every image is an existing regular file and returns the names the job grants.
+pub fn grant_images(images: &[PathBuf]) -> Result<Vec<String>> {
+    let mut names = Vec::with_capacity(images.len());
+    for path in images {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("image {}: cannot be read", path.display()))?;
+        if !meta.is_file() {
+            bail!("image {}: not a regular file", path.display());
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("image {}: file name is not UTF-8", path.display()))?;
+        if names.iter().any(|n| n == name) {
+            bail!("image {}: another granted image has the same file name", path.display());
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+/// Resolves the handler and runs the job once; returns the handler used and the report.
+pub fn run(sandbox: &Arc<Sandbox>, job: &LocalJob) -> Result<(Arc<LoadedHandler>, RunReport)> {
+    let images = grant_images(&job.images)?;
+    let (handler, operation) = match &job.handler_file {
+        Some(path) => {
+            let handler = load_file(sandbox, path)?;
+            let operation = match &job.operation {
+                Some(op) if handler.meta.operations.contains(op) => op.clone(),
+                Some(op) => bail!(
+                    "{} does not serve operation '{op}' (it serves {})",
+                    path.display(),
+                    handler.meta.operations.join(", ")
+                ),
+                None if handler.meta.operations.len() == 1 => handler.meta.operations[0].clone(),
+                None => bail!(
+                    "{} serves several operations ({}); pick one with --operation",
+                    path.display(),
+                    handler.meta.operations.join(", ")
+                ),
+            };
+            (handler, operation)
+        }
+        None => {
+            let Some(operation) = job.operation.clone() else {
+                bail!("--operation is required unless --handler names a component");
+            };
+            let registry = Registry::new(
+                sandbox.clone(),
+                RegistryConfig {
+                    dir: job.handlers_dir.clone(),
+                    builtins: true,
+                },
+            )?;
+            let snapshot = registry.snapshot();
+            for e in &snapshot.errors {
+                eprintln!("warning: {}: {}", e.path.display(), e.error);
+            }
+            let Some(handler) = snapshot.get(&operation).cloned() else {
+                bail!(
+                    "no handler serves operation '{operation}' (served: {})",
+                    snapshot.operations().join(", ")
+                );
+            };
+            (handler, operation)
+        }
+    };
+    let wit_job = Job {
+        id: format!("local-{}", std::process::id()),
+        operation,
+        payload: serde_json::to_string(&job.payload)?,
+        images,
+        attempt: 1,
+    };
+    let report = sandbox.run(
+        handler.pre(),
+        &wit_job,
+        &job.limits,
+        Arc::new(StderrObserver),
+        &CancelToken::new(),
+    );
+    Ok((handler, report))
+}
+
+/// Loads a component file that is not installed.
+pub fn load_file(sandbox: &Sandbox, path: &Path) -> Result<Arc<LoadedHandler>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let digest = crate::engine::digest(&bytes);
+    registry::load(sandbox, &bytes, digest, HandlerSource::File(path.to_path_buf()))
+        .with_context(|| format!("loading {}", path.display()))
+        .map(Arc::new)
+}
+
+/// The report as the CLI prints it.
+pub fn report_json(handler: &LoadedHandler, report: &RunReport) -> Value {
+    let mut doc = json!({
+        "handler": {
+            "name": handler.meta.name,
+            "version": handler.meta.version,
+            "digest": handler.digest,
+        },
+        "usage": report.usage,
+    });
+    match &report.outcome {
+        Ok(output) => {
+            doc["status"] = json!("succeeded");
+            doc["output"] = output.clone();
+        }
+        Err(failure) => {
+            doc["status"] = json!("failed");
+            doc["error"] = json!({
+                "code": failure.code(),
+                "message": failure.to_string(),
+                "retryable": failure.retryable(),
+            });
+        }
+    }
+    doc
+}
