@@ -13,6 +13,9 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         world: "handler",
         path: "../wit",
+        // Jobs run with `call_async` so a wall-clock timeout or a cancel can drop a job that
+        // is blocked inside a host call (e.g. a WASI sleep), not only one spinning in wasm.
+        exports: { default: async },
     });
 }
 

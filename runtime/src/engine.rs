@@ -52,7 +52,7 @@ pub struct InstanceState {
     table: ResourceTable,
     limiter: JobLimiter,
     deadline: Instant,
-    cancel: Arc<AtomicBool>,
+    cancel: CancelToken,
     interrupted: Option<Interrupt>,
 }
 
@@ -74,27 +74,34 @@ enum Interrupt {
 
 /// A handle to cancel a running job; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken(tokio_util::sync::CancellationToken);
 
 impl CancelToken {
     /// A token that is not cancelled.
     pub fn new() -> Self {
         Self::default()
     }
-    /// Asks the job to stop; it traps within one epoch tick.
+    /// Asks the job to stop: a job blocked in a host call is dropped at once, one running
+    /// wasm traps within one epoch tick.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
+        self.0.cancel()
     }
     /// Whether [`cancel`](Self::cancel) was called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.is_cancelled()
+    }
+    /// Resolves once the token is cancelled.
+    pub async fn cancelled(&self) {
+        self.0.cancelled().await
     }
 }
 
 /// What a job consumed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
-    /// Fuel burnt.
+    /// Fuel burnt, as the store accounts it. Exact for jobs that return or trap; for a job
+    /// stopped by a timeout or cancel while spinning in wasm it can be an underestimate
+    /// (compiled code keeps its fuel counter in a register between calls).
     pub fuel_consumed: u64,
     /// Peak linear memory, bytes.
     pub peak_memory_bytes: u64,
@@ -156,6 +163,13 @@ pub enum JobFailure {
         /// The limit.
         limit: u64,
     },
+    /// A single value passed between handler and host (the output, a log line, an argument)
+    /// was larger than the per-transfer limit; the host refused to copy it.
+    #[error("a value passed between the handler and the host exceeded the transfer limit of {limit} bytes")]
+    TransferTooLarge {
+        /// The per-transfer limit.
+        limit: u64,
+    },
     /// The output was not valid JSON.
     #[error("output is not valid JSON: {0}")]
     InvalidOutput(String),
@@ -178,6 +192,7 @@ impl JobFailure {
             JobFailure::StackOverflow => "stack_overflow",
             JobFailure::Trap { .. } => "trap",
             JobFailure::OutputTooLarge { .. } => "output_too_large",
+            JobFailure::TransferTooLarge { .. } => "transfer_too_large",
             JobFailure::InvalidOutput(_) => "invalid_output",
             JobFailure::Instantiate(_) => "instantiate",
         }
@@ -237,7 +252,7 @@ impl Sandbox {
         let engine = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
         guestkit_host_api::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.host)
@@ -343,22 +358,25 @@ impl Sandbox {
             table: ResourceTable::new(),
             limiter: JobLimiter::new(limits),
             deadline: Instant::now() + limits.wall_clock,
-            cancel: cancel.0.clone(),
+            cancel: cancel.clone(),
             interrupted: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).map_err(anyhow::Error::from)?;
-        store.set_hostcall_fuel(limits.hostcall_bytes);
+        // The output document crosses the same boundary as import arguments do, so the
+        // per-transfer cap must leave room for the largest accepted output.
+        store.set_hostcall_fuel(transfer_limit(limits));
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let state = ctx.data_mut();
-            let interrupt = if state.cancel.load(Ordering::Relaxed) {
+            let interrupt = if state.cancel.is_cancelled() {
                 Interrupt::Cancelled
             } else if Instant::now() >= state.deadline {
                 Interrupt::TimedOut
             } else {
-                return Ok(wasmtime::UpdateDeadline::Continue(1));
+                // Yield at every tick so long jobs share the executor's threads fairly.
+                return Ok(wasmtime::UpdateDeadline::Yield(1));
             };
             state.interrupted = Some(interrupt);
             wasmtime::bail!("interrupted: {interrupt:?}")
@@ -367,24 +385,35 @@ impl Sandbox {
     }
 
     /// Calls the handler's `describe` in a sandbox of its own.
-    pub fn describe(&self, pre: &HandlerPre<InstanceState>) -> Result<HandlerInfo> {
+    pub async fn describe(&self, pre: &HandlerPre<InstanceState>) -> Result<HandlerInfo> {
         let limits = crate::limits::describe_limits();
+        let cancel = CancelToken::new();
         let (mut store, stderr) = self.new_store(
             Arc::new(guestkit_host_api::NullObserver),
             &limits,
-            &CancelToken::new(),
+            &cancel,
         )?;
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|handler| handler.call_describe(&mut store));
+        let call = async {
+            let handler = pre.instantiate_async(&mut store).await?;
+            handler.call_describe(&mut store).await
+        };
+        let result = match tokio::time::timeout(limits.wall_clock, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                store.data_mut().interrupted = Some(Interrupt::TimedOut);
+                Err(wasmtime::format_err!("describe() timed out"))
+            }
+        };
         result.map_err(|e| {
             let failure = classify(e, &store, &limits, &stderr);
             anyhow::anyhow!("describe() failed: {failure}")
         })
     }
 
-    /// Runs one job in a fresh instance of `pre` under `limits`.
-    pub fn run(
+    /// Runs one job in a fresh instance of `pre` under `limits`. The wall-clock limit and
+    /// `cancel` stop the job wherever it is: in wasm (epoch interruption) or blocked in a host
+    /// call (the call's future is dropped).
+    pub async fn run(
         &self,
         pre: &HandlerPre<InstanceState>,
         job: &Job,
@@ -402,16 +431,24 @@ impl Sandbox {
                 };
             }
         };
-        let called = match pre.instantiate(&mut store) {
-            Ok(handler) => handler.call_handle(&mut store, job),
-            Err(e) if store.data().interrupted.is_none() && e.downcast_ref::<Trap>().is_none() => {
-                let usage = usage_of(&mut store, limits, started);
-                return RunReport {
-                    outcome: Err(JobFailure::Instantiate(format!("{e:#}"))),
-                    usage,
+        let deadline = tokio::time::Instant::from_std(store.data().deadline);
+        let called = {
+            let call = async {
+                let handler = match pre.instantiate_async(&mut store).await {
+                    Ok(handler) => handler,
+                    Err(e) => return Err(Stage::Instantiate(e)),
                 };
+                handler
+                    .call_handle(&mut store, job)
+                    .await
+                    .map_err(Stage::Call)
+            };
+            tokio::select! {
+                biased;
+                result = call => result,
+                _ = cancel.cancelled() => Err(Stage::Interrupted(Interrupt::Cancelled)),
+                _ = tokio::time::sleep_until(deadline) => Err(Stage::Interrupted(Interrupt::TimedOut)),
             }
-            Err(e) => Err(e),
         };
         store.data_mut().host.flush();
         let outcome = match called {
@@ -419,11 +456,34 @@ impl Sandbox {
             Ok(Err(HandlerError::InvalidInput(m))) => Err(JobFailure::InvalidInput(m)),
             Ok(Err(HandlerError::Unsupported(m))) => Err(JobFailure::Unsupported(m)),
             Ok(Err(HandlerError::Failed(m))) => Err(JobFailure::HandlerFailed(m)),
-            Err(e) => Err(classify(e, &store, limits, &stderr)),
+            Err(Stage::Interrupted(why)) => {
+                store.data_mut().interrupted.get_or_insert(why);
+                Err(classify(
+                    wasmtime::format_err!("interrupted"),
+                    &store,
+                    limits,
+                    &stderr,
+                ))
+            }
+            Err(Stage::Instantiate(e))
+                if store.data().interrupted.is_none() && e.downcast_ref::<Trap>().is_none() =>
+            {
+                Err(JobFailure::Instantiate(format!("{e:#}")))
+            }
+            Err(Stage::Instantiate(e) | Stage::Call(e)) => {
+                Err(classify(e, &store, limits, &stderr))
+            }
         };
         let usage = usage_of(&mut store, limits, started);
         RunReport { outcome, usage }
     }
+}
+
+/// Where a run stopped without a handler result.
+enum Stage {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+    Interrupted(Interrupt),
 }
 
 impl Drop for Sandbox {
@@ -440,6 +500,13 @@ fn usage_of(store: &mut Store<InstanceState>, limits: &JobLimits, started: Insta
         wall_time_us: started.elapsed().as_micros() as u64,
         dropped_log_lines: store.data().host.dropped_log_lines(),
     }
+}
+
+/// Most bytes one guest-to-host transfer may carry under `limits`.
+fn transfer_limit(limits: &JobLimits) -> usize {
+    limits
+        .hostcall_bytes
+        .max(limits.max_output_bytes.saturating_add(64 << 10))
 }
 
 fn parse_output(data: String, limits: &JobLimits) -> Result<serde_json::Value, JobFailure> {
@@ -476,6 +543,12 @@ fn classify(
         }
         Some(Trap::StackOverflow) => return JobFailure::StackOverflow,
         _ => {}
+    }
+    // wasmtime's error for this is not a public type; its message is stable.
+    if trap.is_none() && format!("{error:#}").contains("fuel allocated for hostcalls") {
+        return JobFailure::TransferTooLarge {
+            limit: transfer_limit(limits) as u64,
+        };
     }
     // A refused memory.grow usually surfaces as the guest allocator aborting; say so.
     if let Some(requested) = state.limiter.refused() {

@@ -65,11 +65,11 @@ pub fn grant_images(images: &[PathBuf]) -> Result<Vec<String>> {
 }
 
 /// Resolves the handler and runs the job once; returns the handler used and the report.
-pub fn run(sandbox: &Arc<Sandbox>, job: &LocalJob) -> Result<(Arc<LoadedHandler>, RunReport)> {
+pub async fn run(sandbox: &Arc<Sandbox>, job: &LocalJob) -> Result<(Arc<LoadedHandler>, RunReport)> {
     let images = grant_images(&job.images)?;
     let (handler, operation) = match &job.handler_file {
         Some(path) => {
-            let handler = load_file(sandbox, path)?;
+            let handler = load_file(sandbox, path).await?;
             let operation = match &job.operation {
                 Some(op) if handler.meta.operations.contains(op) => op.clone(),
                 Some(op) => bail!(
@@ -96,7 +96,8 @@ pub fn run(sandbox: &Arc<Sandbox>, job: &LocalJob) -> Result<(Arc<LoadedHandler>
                     dir: job.handlers_dir.clone(),
                     builtins: true,
                 },
-            )?;
+            )
+            .await?;
             let snapshot = registry.snapshot();
             for e in &snapshot.errors {
                 eprintln!("warning: {}: {}", e.path.display(), e.error);
@@ -117,21 +118,24 @@ pub fn run(sandbox: &Arc<Sandbox>, job: &LocalJob) -> Result<(Arc<LoadedHandler>
         images,
         attempt: 1,
     };
-    let report = sandbox.run(
-        handler.pre(),
-        &wit_job,
-        &job.limits,
-        Arc::new(StderrObserver),
-        &CancelToken::new(),
-    );
+    let report = sandbox
+        .run(
+            handler.pre(),
+            &wit_job,
+            &job.limits,
+            Arc::new(StderrObserver),
+            &CancelToken::new(),
+        )
+        .await;
     Ok((handler, report))
 }
 
 /// Loads a component file that is not installed.
-pub fn load_file(sandbox: &Sandbox, path: &Path) -> Result<Arc<LoadedHandler>> {
+pub async fn load_file(sandbox: &Arc<Sandbox>, path: &Path) -> Result<Arc<LoadedHandler>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let digest = crate::engine::digest(&bytes);
-    registry::load(sandbox, &bytes, digest, HandlerSource::File(path.to_path_buf()))
+    registry::load(sandbox, bytes, digest, HandlerSource::File(path.to_path_buf()))
+        .await
         .with_context(|| format!("loading {}", path.display()))
         .map(Arc::new)
 }

@@ -63,7 +63,8 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(|d| d.join("guestkit-worker"))
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match real_main(cli) {
+    match real_main(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(cli: Cli) -> Result<ExitCode> {
+async fn real_main(cli: Cli) -> Result<ExitCode> {
     let cache_dir = if cli.no_cache {
         None
     } else {
@@ -93,11 +94,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         ..EngineConfig::default()
     })?;
     match cli.command {
-        Command::Run(args) => run(&sandbox, args),
+        Command::Run(args) => run(&sandbox, args).await,
     }
 }
 
-fn run(sandbox: &std::sync::Arc<Sandbox>, args: RunArgs) -> Result<ExitCode> {
+async fn run(sandbox: &std::sync::Arc<Sandbox>, args: RunArgs) -> Result<ExitCode> {
     let payload_text = match args.payload.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("--payload: reading {path}"))?,
@@ -125,7 +126,7 @@ fn run(sandbox: &std::sync::Arc<Sandbox>, args: RunArgs) -> Result<ExitCode> {
         handlers_dir: args.handlers_dir,
         limits,
     };
-    let (handler, report) = local::run(sandbox, &job)?;
+    let (handler, report) = local::run(sandbox, &job).await?;
     let doc = local::report_json(&handler, &report);
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(if report.outcome.is_ok() {

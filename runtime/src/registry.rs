@@ -13,9 +13,9 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Mutex, mpsc, watch};
 
 /// Largest handler file accepted.
 pub const MAX_HANDLER_BYTES: u64 = 64 << 20;
@@ -173,19 +173,18 @@ pub struct Registry {
     current: RwLock<Arc<Snapshot>>,
     /// Scan state; holding this lock also serialises rescans.
     files: Mutex<HashMap<PathBuf, FileState>>,
-    changed: Condvar,
-    generation: Mutex<u64>,
+    generation: watch::Sender<u64>,
 }
 
 impl Registry {
     /// Loads the built-ins (if enabled) and the directory's handlers.
-    pub fn new(sandbox: Arc<Sandbox>, config: RegistryConfig) -> Result<Arc<Self>> {
+    pub async fn new(sandbox: Arc<Sandbox>, config: RegistryConfig) -> Result<Arc<Self>> {
         let mut builtins = Vec::new();
         let mut builtin_errors = Vec::new();
         if config.builtins {
             for (name, bytes) in crate::builtin::BUILTINS {
                 let source = HandlerSource::Builtin((*name).to_string());
-                match load(&sandbox, bytes, digest(bytes), source) {
+                match load(&sandbox, bytes.to_vec(), digest(bytes), source).await {
                     Ok(h) => builtins.push(Arc::new(h)),
                     Err(e) => builtin_errors.push(LoadError {
                         path: PathBuf::from(format!("builtin:{name}")),
@@ -207,10 +206,9 @@ impl Registry {
             builtin_errors,
             current: RwLock::new(Arc::new(Snapshot::default())),
             files: Mutex::new(HashMap::new()),
-            changed: Condvar::new(),
-            generation: Mutex::new(0),
+            generation: watch::Sender::new(0),
         });
-        registry.rescan()?;
+        registry.rescan().await?;
         Ok(registry)
     }
 
@@ -232,22 +230,17 @@ impl Registry {
         self.dir.as_deref()
     }
 
-    /// Waits until the snapshot generation exceeds `seen` or `timeout` passes; returns the
-    /// generation then current.
-    pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
-        let guard = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = self
-            .changed
-            .wait_timeout_while(guard, timeout, |g| *g <= seen)
-            .unwrap_or_else(|p| p.into_inner());
-        *guard
+    /// Subscribes to snapshot generations: the value changes on every reload that changed
+    /// something.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Re-reads the handlers directory and swaps in a new snapshot if anything changed.
     /// Unchanged files (same size, inode, mtime, ctime) are not read again; a file whose
     /// digest is already loaded (a rename, a copy) is not compiled again.
-    pub fn rescan(&self) -> Result<()> {
-        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn rescan(&self) -> Result<()> {
+        let mut files = self.files.lock().await;
         let listing = match &self.dir {
             Some(dir) => list_wasm_files(dir)?,
             None => Vec::new(),
@@ -269,7 +262,7 @@ impl Registry {
             }
             changed = true;
             let previous = files.get(&path).and_then(|f| f.loaded.clone());
-            let state = self.load_file(&path, stamp, previous, &by_digest);
+            let state = self.load_file(&path, stamp, previous, &by_digest).await;
             next.insert(path, state);
         }
         for path in files.keys() {
@@ -285,7 +278,7 @@ impl Registry {
         Ok(())
     }
 
-    fn load_file(
+    async fn load_file(
         &self,
         path: &Path,
         stamp: Stamp,
@@ -306,7 +299,9 @@ impl Registry {
                 let d = digest(&bytes);
                 let result = match by_digest.get(&d) {
                     Some(same) => Ok(Arc::new(same.at(source))),
-                    None => load(&self.sandbox, &bytes, d.clone(), source).map(Arc::new),
+                    None => load(&self.sandbox, bytes, d.clone(), source)
+                        .await
+                        .map(Arc::new),
                 };
                 (Some(d), result)
             }
@@ -405,26 +400,24 @@ impl Registry {
             }
             snapshot.handlers.push(handler.clone());
         }
-        let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-        *generation += 1;
-        snapshot.generation = *generation;
+        let generation = *self.generation.borrow() + 1;
+        snapshot.generation = generation;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
-        self.changed.notify_all();
+        self.generation.send_replace(generation);
     }
 
     /// Watches the handlers directory and rescans on every change (debounced), and every
     /// `poll` as a fallback for filesystems without change notifications. Stops when the
-    /// returned guard is dropped.
+    /// returned guard is dropped. Must be called inside a tokio runtime.
     pub fn watch(self: &Arc<Self>, poll: Duration) -> Result<Option<WatchGuard>> {
         use notify::Watcher;
         let Some(dir) = self.dir.clone() else {
             return Ok(None);
         };
-        let (tx, rx) = mpsc::channel::<WatchMsg>();
-        let events = tx.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok() {
-                let _ = events.send(WatchMsg::Changed);
+                let _ = tx.send(());
             }
         })
         .context("creating the handlers directory watcher")?;
@@ -432,60 +425,45 @@ impl Registry {
             .watch(&dir, notify::RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", dir.display()))?;
         let registry = Arc::downgrade(self);
-        let thread = std::thread::Builder::new()
-            .name("handler-watch".into())
-            .spawn(move || {
-                loop {
-                    match rx.recv_timeout(poll) {
-                        Ok(WatchMsg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                        Ok(WatchMsg::Changed) => {
-                            // Let a burst of events (copy, write, rename) settle first.
-                            let settle = Instant::now() + Duration::from_millis(50);
-                            while let Some(left) = settle.checked_duration_since(Instant::now()) {
-                                match rx.recv_timeout(left) {
-                                    Ok(WatchMsg::Changed) => {}
-                                    Ok(WatchMsg::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                                        return;
-                                    }
-                                    Err(RecvTimeoutError::Timeout) => break,
-                                }
+        let task = tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(poll, rx.recv()).await {
+                    Ok(None) => break,
+                    Ok(Some(())) => {
+                        // Let a burst of events (copy, write, rename) settle first.
+                        let settle = tokio::time::sleep(Duration::from_millis(50));
+                        tokio::pin!(settle);
+                        loop {
+                            tokio::select! {
+                                _ = &mut settle => break,
+                                more = rx.recv() => if more.is_none() { return },
                             }
                         }
-                        Err(RecvTimeoutError::Timeout) => {}
                     }
-                    let Some(registry) = registry.upgrade() else { break };
-                    if let Err(e) = registry.rescan() {
-                        tracing::error!(error = %format!("{e:#}"), "rescanning handlers directory");
-                    }
+                    Err(_) => {}
                 }
-            })
-            .context("starting the handler watcher")?;
+                let Some(registry) = registry.upgrade() else { break };
+                if let Err(e) = registry.rescan().await {
+                    tracing::error!(error = %format!("{e:#}"), "rescanning handlers directory");
+                }
+            }
+        });
         Ok(Some(WatchGuard {
-            stop: tx,
             _watcher: watcher,
-            thread: Some(thread),
+            task,
         }))
     }
 }
 
-enum WatchMsg {
-    Changed,
-    Stop,
-}
-
 /// Keeps the directory watcher running; dropping it stops the watcher.
 pub struct WatchGuard {
-    stop: mpsc::Sender<WatchMsg>,
     _watcher: notify::RecommendedWatcher,
-    thread: Option<std::thread::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        let _ = self.stop.send(WatchMsg::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.task.abort();
     }
 }
 
@@ -518,22 +496,28 @@ fn list_wasm_files(dir: &Path) -> Result<Vec<(PathBuf, Stamp)>> {
     Ok(out)
 }
 
-/// Compiles, links and describes one component.
-pub fn load(
-    sandbox: &Sandbox,
-    bytes: &[u8],
+/// Compiles (on a blocking thread: it takes tens of milliseconds), links and describes one
+/// component.
+pub async fn load(
+    sandbox: &Arc<Sandbox>,
+    bytes: Vec<u8>,
     digest: String,
     source: HandlerSource,
 ) -> Result<LoadedHandler> {
-    let component = sandbox.compile(bytes, &digest)?;
+    let size = bytes.len() as u64;
+    let compiler = sandbox.clone();
+    let key = digest.clone();
+    let component = tokio::task::spawn_blocking(move || compiler.compile(&bytes, &key))
+        .await
+        .context("compiler thread panicked")??;
     let pre = sandbox.prepare(&component)?;
-    let info = sandbox.describe(&pre)?;
+    let info = sandbox.describe(&pre).await?;
     let meta = validate_info(info)?;
     Ok(LoadedHandler {
         meta,
         digest,
         source,
-        size: bytes.len() as u64,
+        size,
         loaded_at: SystemTime::now(),
         pre,
     })

@@ -1,0 +1,803 @@
+//! The one implementation of [`crate::JobStore`], expanded once per backend.
+//!
+//! sqlx has no object-safe executor shared by two drivers (short of its `Any` driver, which
+//! we keep out to stay on the sqlite + postgres features only), and generic code over
+//! `sqlx::Database` needs a where-clause per bound type on every function. A macro keeps a
+//! single body with identical SQL; the backends differ only in the few items each store type
+//! provides: `writer()`, `reader()`, `begin()`, `lock_migrations()`, `DIALECT`, and the
+//! `FOR UPDATE SKIP LOCKED` suffix passed here.
+
+macro_rules! impl_job_store {
+    ($store:ty, $db:ty, $conn:ty, skip_locked = $skip:literal) => {
+        use std::collections::BTreeMap;
+        use std::fmt::Write as _;
+        use std::time::Duration;
+
+        use serde_json::{Value, json};
+        use sqlx::{AssertSqlSafe, Row};
+
+        use crate::common::{
+            EVENT_CHUNK, JobRow, MAX_CLAIM, MAX_EVENTS, MAX_NAME, MAX_OPERATIONS, MAX_PAGE,
+            SWEEP_LIMIT, check_event, duration_ms, event_from_row, job_from_row,
+            json_text, now_ms, placeholders, result_from_row, sort_claimed, state_event,
+            truncate_message,
+        };
+        use crate::error::{DbContext as _, Error, Result};
+        use crate::types::*;
+
+        /// An event waiting to be written with the transaction that caused it.
+        struct PendingEvent {
+            job_id: String,
+            kind: &'static str,
+            data: String,
+        }
+
+        impl PendingEvent {
+            fn state(job: &Job, reason: &str) -> Self {
+                PendingEvent {
+                    job_id: job.id.clone(),
+                    kind: "state",
+                    data: state_event(job, reason),
+                }
+            }
+        }
+
+        impl $store {
+            /// Writes events with multi-row INSERTs (one round trip per chunk).
+            async fn insert_events(conn: &mut $conn, events: &[PendingEvent], at: i64) -> Result<()> {
+                for chunk in events.chunks(EVENT_CHUNK) {
+                    let mut sql =
+                        String::from("INSERT INTO job_events (job_id, kind, data, at) VALUES ");
+                    for i in 0..chunk.len() {
+                        let b = i * 4;
+                        let sep = if i == 0 { "" } else { ", " };
+                        // Writing to a String cannot fail.
+                        let _ = write!(sql, "{sep}(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4);
+                    }
+                    let mut query = sqlx::query::<$db>(AssertSqlSafe(sql));
+                    for event in chunk {
+                        query = query
+                            .bind(event.job_id.as_str())
+                            .bind(event.kind)
+                            .bind(event.data.as_str())
+                            .bind(at);
+                    }
+                    query.execute(&mut *conn).await.ctx("writing job events")?;
+                }
+                Ok(())
+            }
+
+            async fn find_by_key(conn: &mut $conn, tenant: &str, key: &str) -> Result<Option<Job>> {
+                let row = sqlx::query::<$db>(concat!(
+                    "SELECT ",
+                    crate::common::job_cols!(),
+                    " FROM jobs WHERE tenant = $1 AND idempotency_key = $2"
+                ))
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .ctx("looking up an idempotency key")?;
+                row.as_ref().map(job_from_row).transpose()
+            }
+
+            /// Inserts one job inside the caller's transaction.
+            async fn submit_in(conn: &mut $conn, row: &JobRow, now: i64) -> Result<Submitted> {
+                if let Some(key) = &row.idempotency_key {
+                    if let Some(job) = Self::find_by_key(conn, &row.tenant, key).await? {
+                        return Ok(Submitted { job, created: false });
+                    }
+                }
+                // DO NOTHING instead of catching a unique violation: on PostgreSQL a violation
+                // would abort the whole transaction, and a batch must survive one bad job.
+                let inserted = sqlx::query::<$db>(concat!(
+                    "INSERT INTO jobs (id, tenant, operation, payload, images, priority, \
+                     max_attempts, timeout_ms, deadline_ms, idempotency_key, cancellable, \
+                     document, state, attempt, created_at, updated_at, run_after, \
+                     fencing_token, cancel_requested) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued', 0, \
+                     $13, $13, $13, 0, FALSE) ON CONFLICT DO NOTHING RETURNING ",
+                    crate::common::job_cols!()
+                ))
+                .bind(row.id.as_str())
+                .bind(row.tenant.as_str())
+                .bind(row.operation.as_str())
+                .bind(row.payload.as_str())
+                .bind(row.images.as_str())
+                .bind(row.priority)
+                .bind(row.max_attempts)
+                .bind(row.timeout_ms)
+                .bind(row.deadline_ms)
+                .bind(row.idempotency_key.as_deref())
+                .bind(row.cancellable)
+                .bind(row.document.as_str())
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await
+                .ctx("inserting a job")?;
+                if let Some(inserted) = inserted {
+                    return Ok(Submitted {
+                        job: job_from_row(&inserted)?,
+                        created: true,
+                    });
+                }
+                // A concurrent submit with the same key may have won the race.
+                if let Some(key) = &row.idempotency_key {
+                    if let Some(job) = Self::find_by_key(conn, &row.tenant, key).await? {
+                        return Ok(Submitted { job, created: false });
+                    }
+                }
+                Err(Error::Conflict { field: "id" })
+            }
+
+            /// Moves overdue queued jobs to timed_out and settles expired leases.
+            async fn sweep(conn: &mut $conn, now: i64, events: &mut Vec<PendingEvent>) -> Result<()> {
+                let deadline_error = json!({
+                    "code": "deadline_exceeded",
+                    "message": "the job's deadline passed before it could run",
+                })
+                .to_string();
+                let overdue = sqlx::query::<$db>(concat!(
+                    "UPDATE jobs SET state = 'timed_out', finished_at = $1, updated_at = $1, \
+                     last_error = $2 WHERE seq IN (SELECT seq FROM jobs WHERE state = 'queued' \
+                     AND deadline_ms IS NOT NULL AND deadline_ms <= $1 LIMIT $3",
+                    $skip,
+                    ") RETURNING ",
+                    crate::common::job_cols!()
+                ))
+                .bind(now)
+                .bind(deadline_error.as_str())
+                .bind(SWEEP_LIMIT)
+                .fetch_all(&mut *conn)
+                .await
+                .ctx("timing out overdue jobs")?;
+                for row in &overdue {
+                    events.push(PendingEvent::state(&job_from_row(row)?, "deadline passed"));
+                }
+
+                let expired = sqlx::query::<$db>(concat!(
+                    "SELECT ",
+                    crate::common::job_cols!(),
+                    " FROM jobs WHERE state = 'running' AND lease_expires_at < $1 \
+                     ORDER BY lease_expires_at LIMIT $2",
+                    $skip
+                ))
+                .bind(now)
+                .bind(SWEEP_LIMIT)
+                .fetch_all(&mut *conn)
+                .await
+                .ctx("finding expired leases")?;
+                for row in &expired {
+                    let job = job_from_row(row)?;
+                    let (state, error) = if job.deadline_ms.is_some_and(|d| d <= now) {
+                        (JobState::TimedOut, Some(deadline_error.clone()))
+                    } else if job.cancel_requested {
+                        (JobState::Cancelled, None)
+                    } else if job.attempt >= job.max_attempts {
+                        let error = json!({
+                            "code": "lease_expired",
+                            "message": "the worker running the last attempt stopped renewing its lease",
+                        });
+                        (JobState::Failed, Some(error.to_string()))
+                    } else {
+                        (JobState::Queued, None)
+                    };
+                    let finished_at = state.is_terminal().then_some(now);
+                    let settled = sqlx::query::<$db>(concat!(
+                        "UPDATE jobs SET state = $1, finished_at = $2, updated_at = $3, \
+                         run_after = $3, last_error = COALESCE($4, last_error), \
+                         lease_owner = NULL, lease_expires_at = NULL \
+                         WHERE seq = $5 AND fencing_token = $6 AND state = 'running' RETURNING ",
+                        crate::common::job_cols!()
+                    ))
+                    .bind(state.as_str())
+                    .bind(finished_at)
+                    .bind(now)
+                    .bind(error.as_deref())
+                    .bind(job.seq)
+                    .bind(job.fencing_token)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .ctx("settling an expired lease")?;
+                    if let Some(row) = settled {
+                        events.push(PendingEvent::state(&job_from_row(&row)?, "lease expired"));
+                    }
+                }
+                Ok(())
+            }
+
+            /// Applies one outcome inside the caller's transaction; `LeaseLost` writes nothing.
+            async fn complete_in(
+                &self,
+                conn: &mut $conn,
+                lease: &Lease,
+                outcome: &Outcome,
+                now: i64,
+                events: &mut Vec<PendingEvent>,
+            ) -> Result<Job> {
+                let mut run_after = None;
+                let (state, error, usage, output) = match outcome {
+                    Outcome::Succeeded { output, usage } => {
+                        (JobState::Succeeded, None, usage, Some(json_text("output", output)?))
+                    }
+                    Outcome::Failed { error, retryable, usage } => {
+                        let retry = *retryable && lease.job.attempt < lease.job.max_attempts;
+                        let state = if retry {
+                            let delay = self.config.backoff(lease.job.attempt);
+                            run_after = Some(now.saturating_add(duration_ms(delay)));
+                            JobState::Queued
+                        } else {
+                            JobState::Failed
+                        };
+                        (state, Some(json_text("error", error)?), usage, None)
+                    }
+                    Outcome::TimedOut { error, usage } => {
+                        (JobState::TimedOut, Some(json_text("error", error)?), usage, None)
+                    }
+                    Outcome::Cancelled { usage } => (JobState::Cancelled, None, usage, None),
+                };
+                let usage = json_text("usage", usage)?;
+                let finished_at = state.is_terminal().then_some(now);
+                let row = sqlx::query::<$db>(concat!(
+                    "UPDATE jobs SET state = $1, updated_at = $2, finished_at = $3, \
+                     run_after = COALESCE($4, run_after), last_error = COALESCE($5, last_error), \
+                     usage = $6, lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = $7 AND fencing_token = $8 AND state = 'running' RETURNING ",
+                    crate::common::job_cols!()
+                ))
+                .bind(state.as_str())
+                .bind(now)
+                .bind(finished_at)
+                .bind(run_after)
+                .bind(error.as_deref())
+                .bind(usage.as_str())
+                .bind(lease.job.id.as_str())
+                .bind(lease.token)
+                .fetch_optional(&mut *conn)
+                .await
+                .ctx("completing a job")?;
+                let Some(row) = row else {
+                    return Err(Error::LeaseLost {
+                        id: lease.job.id.clone(),
+                        token: lease.token,
+                    });
+                };
+                let job = job_from_row(&row)?;
+                if let Some(output) = output {
+                    sqlx::query::<$db>(
+                        "INSERT INTO job_results (job_id, output, usage, completed_at) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(job.id.as_str())
+                    .bind(output.as_str())
+                    .bind(usage.as_str())
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .ctx("writing a job result")?;
+                }
+                let reason = if state == JobState::Queued { "retry scheduled" } else { "completed" };
+                events.push(PendingEvent::state(&job, reason));
+                Ok(job)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::JobStore for $store {
+            async fn migrate(&self) -> Result<()> {
+                let mut tx = self.begin().await?;
+                Self::lock_migrations(&mut tx).await?;
+                sqlx::query::<$db>(crate::schema::CREATE_MIGRATIONS)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("creating the migrations table")?;
+                let applied: i64 = sqlx::query::<$db>(
+                    "SELECT COALESCE(MAX(version), 0) AS v FROM store_migrations",
+                )
+                .fetch_one(&mut *tx)
+                .await
+                .ctx("reading the schema version")?
+                .try_get("v")
+                .ctx("reading the schema version")?;
+                let migrations = crate::schema::migrations(&Self::DIALECT);
+                for (index, statements) in migrations.iter().enumerate() {
+                    let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
+                    if version <= applied {
+                        continue;
+                    }
+                    for statement in statements {
+                        sqlx::query::<$db>(AssertSqlSafe(statement.as_str()))
+                            .execute(&mut *tx)
+                            .await
+                            .ctx("applying a schema migration")?;
+                    }
+                    sqlx::query::<$db>(
+                        "INSERT INTO store_migrations (version, applied_at) VALUES ($1, $2)",
+                    )
+                    .bind(version)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("recording a schema migration")?;
+                }
+                tx.commit().await.ctx("committing schema migrations")
+            }
+
+            async fn submit(&self, job: NewJob) -> Result<Submitted> {
+                let row = JobRow::new(&job)?;
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                let submitted = Self::submit_in(&mut tx, &row, now).await?;
+                if submitted.created {
+                    let event = PendingEvent::state(&submitted.job, "submitted");
+                    Self::insert_events(&mut tx, &[event], now).await?;
+                }
+                tx.commit().await.ctx("committing a submit")?;
+                Ok(submitted)
+            }
+
+            async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Submitted>>> {
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                let mut results = Vec::with_capacity(jobs.len());
+                let mut events = Vec::new();
+                for job in &jobs {
+                    let row = match JobRow::new(job) {
+                        Ok(row) => row,
+                        Err(e) => {
+                            results.push(Err(e));
+                            continue;
+                        }
+                    };
+                    match Self::submit_in(&mut tx, &row, now).await {
+                        Ok(submitted) => {
+                            if submitted.created {
+                                events.push(PendingEvent::state(&submitted.job, "submitted"));
+                            }
+                            results.push(Ok(submitted));
+                        }
+                        Err(e @ Error::Conflict { .. }) => results.push(Err(e)),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Self::insert_events(&mut tx, &events, now).await?;
+                tx.commit().await.ctx("committing a batch submit")?;
+                Ok(results)
+            }
+
+            async fn get(&self, tenant: Option<&str>, id: &str) -> Result<Option<Job>> {
+                let row = sqlx::query::<$db>(concat!(
+                    "SELECT ",
+                    crate::common::job_cols!(),
+                    " FROM jobs WHERE id = $1 AND ($2 IS NULL OR tenant = $2)"
+                ))
+                .bind(id)
+                .bind(tenant)
+                .fetch_optional(self.reader())
+                .await
+                .ctx("reading a job")?;
+                row.as_ref().map(job_from_row).transpose()
+            }
+
+            async fn list(&self, query: ListQuery) -> Result<Page> {
+                let limit = if query.limit == 0 { 50 } else { query.limit.min(MAX_PAGE) };
+                let cursor = query
+                    .cursor
+                    .as_deref()
+                    .map(|c| {
+                        c.parse::<i64>()
+                            .map_err(|_| Error::invalid("cursor", "not a cursor of this store"))
+                    })
+                    .transpose()?;
+                // Only constant fragments and placeholders go into the SQL text.
+                let mut sql = String::from(concat!("SELECT ", crate::common::job_cols!(), " FROM jobs WHERE TRUE"));
+                let mut n = 0;
+                let mut next = || {
+                    n += 1;
+                    n
+                };
+                if query.tenant.is_some() {
+                    let _ = write!(sql, " AND tenant = ${}", next());
+                }
+                if query.state.is_some() {
+                    let _ = write!(sql, " AND state = ${}", next());
+                }
+                if query.operation.is_some() {
+                    let _ = write!(sql, " AND operation = ${}", next());
+                }
+                if cursor.is_some() {
+                    let _ = write!(sql, " AND seq < ${}", next());
+                }
+                let _ = write!(sql, " ORDER BY seq DESC LIMIT ${}", next());
+                let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                if let Some(tenant) = &query.tenant {
+                    q = q.bind(tenant.as_str());
+                }
+                if let Some(state) = query.state {
+                    q = q.bind(state.as_str());
+                }
+                if let Some(operation) = &query.operation {
+                    q = q.bind(operation.as_str());
+                }
+                if let Some(cursor) = cursor {
+                    q = q.bind(cursor);
+                }
+                // One extra row tells whether another page exists.
+                let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+                let rows = q.bind(fetch).fetch_all(self.reader()).await.ctx("listing jobs")?;
+                let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+                let next_cursor = if jobs.len() > limit {
+                    jobs.truncate(limit);
+                    jobs.last().map(|job| job.seq.to_string())
+                } else {
+                    None
+                };
+                Ok(Page { jobs, next_cursor })
+            }
+
+            async fn claim(
+                &self,
+                worker: &str,
+                max: usize,
+                lease: Duration,
+                operations: Option<&[String]>,
+            ) -> Result<Vec<Lease>> {
+                if worker.is_empty() || worker.len() > MAX_NAME {
+                    return Err(Error::invalid("worker", format!("must be 1..={MAX_NAME} bytes")));
+                }
+                if let Some(ops) = operations {
+                    if ops.len() > MAX_OPERATIONS {
+                        return Err(Error::invalid(
+                            "operations",
+                            format!("more than {MAX_OPERATIONS} names"),
+                        ));
+                    }
+                }
+                let max = max.min(MAX_CLAIM);
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                let mut events = Vec::new();
+                Self::sweep(&mut tx, now, &mut events).await?;
+                let ops: &[String] = operations.unwrap_or(&[]);
+                let mut jobs = Vec::new();
+                if max > 0 && (operations.is_none() || !ops.is_empty()) {
+                    let filter = if operations.is_some() {
+                        format!(" AND operation IN ({})", placeholders(5, ops.len()))
+                    } else {
+                        String::new()
+                    };
+                    let sql = format!(
+                        concat!(
+                            "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+                             fencing_token = fencing_token + 1, lease_owner = $1, \
+                             lease_expires_at = $2, started_at = $3, updated_at = $3 \
+                             WHERE state = 'queued' AND seq IN (SELECT seq FROM jobs WHERE state = 'queued' \
+                             AND run_after <= $3 AND (deadline_ms IS NULL OR deadline_ms > $3)\
+                             {filter} ORDER BY priority DESC, seq LIMIT $4",
+                            $skip,
+                            ") RETURNING ",
+                            crate::common::job_cols!()
+                        ),
+                        filter = filter
+                    );
+                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql))
+                        .bind(worker)
+                        .bind(now.saturating_add(duration_ms(lease)))
+                        .bind(now)
+                        .bind(i64::try_from(max).unwrap_or(i64::MAX));
+                    for op in ops {
+                        q = q.bind(op.as_str());
+                    }
+                    let rows = q.fetch_all(&mut *tx).await.ctx("claiming jobs")?;
+                    jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+                    sort_claimed(&mut jobs);
+                    for job in &jobs {
+                        events.push(PendingEvent {
+                            job_id: job.id.clone(),
+                            kind: "state",
+                            data: json!({
+                                "state": job.state.as_str(),
+                                "attempt": job.attempt,
+                                "reason": "claimed",
+                                "worker": worker,
+                            })
+                            .to_string(),
+                        });
+                    }
+                }
+                Self::insert_events(&mut tx, &events, now).await?;
+                tx.commit().await.ctx("committing a claim")?;
+                Ok(jobs
+                    .into_iter()
+                    .map(|job| Lease {
+                        token: job.fencing_token,
+                        worker: worker.to_owned(),
+                        job,
+                    })
+                    .collect())
+            }
+
+            async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<HeartbeatStatus> {
+                let now = now_ms();
+                let row = sqlx::query::<$db>(
+                    "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
+                     WHERE id = $3 AND fencing_token = $4 AND state = 'running' \
+                     RETURNING cancel_requested",
+                )
+                .bind(now.saturating_add(duration_ms(extend)))
+                .bind(now)
+                .bind(lease.job.id.as_str())
+                .bind(lease.token)
+                .fetch_optional(self.writer())
+                .await
+                .ctx("renewing a lease")?;
+                Ok(match row {
+                    None => HeartbeatStatus::Lost,
+                    Some(row) => {
+                        let cancel: bool =
+                            row.try_get("cancel_requested").ctx("renewing a lease")?;
+                        if cancel { HeartbeatStatus::CancelRequested } else { HeartbeatStatus::Ok }
+                    }
+                })
+            }
+
+            async fn complete(&self, lease: &Lease, outcome: Outcome) -> Result<Job> {
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                let mut events = Vec::new();
+                let job = self.complete_in(&mut tx, lease, &outcome, now, &mut events).await?;
+                Self::insert_events(&mut tx, &events, now).await?;
+                tx.commit().await.ctx("committing a completion")?;
+                Ok(job)
+            }
+
+            async fn complete_batch(&self, items: Vec<(Lease, Outcome)>) -> Result<Vec<Result<Job>>> {
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                let mut events = Vec::new();
+                let mut results = Vec::with_capacity(items.len());
+                for (lease, outcome) in &items {
+                    match self.complete_in(&mut tx, lease, outcome, now, &mut events).await {
+                        Ok(job) => results.push(Ok(job)),
+                        Err(e @ (Error::LeaseLost { .. } | Error::Invalid { .. })) => {
+                            results.push(Err(e))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Self::insert_events(&mut tx, &events, now).await?;
+                tx.commit().await.ctx("committing a batch completion")?;
+                Ok(results)
+            }
+
+            async fn cancel(&self, tenant: Option<&str>, id: &str) -> Result<CancelOutcome> {
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                // Each UPDATE re-checks the state, so a job that changes state between the
+                // statements (PostgreSQL, concurrent claim) is classified on the next round.
+                for _ in 0..3 {
+                    let cancelled = sqlx::query::<$db>(concat!(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1 \
+                         WHERE id = $2 AND ($3 IS NULL OR tenant = $3) AND state = 'queued' \
+                         AND cancellable RETURNING ",
+                        crate::common::job_cols!()
+                    ))
+                    .bind(now)
+                    .bind(id)
+                    .bind(tenant)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .ctx("cancelling a queued job")?;
+                    if let Some(row) = cancelled {
+                        let job = job_from_row(&row)?;
+                        Self::insert_events(&mut tx, &[PendingEvent::state(&job, "cancelled")], now)
+                            .await?;
+                        tx.commit().await.ctx("committing a cancel")?;
+                        return Ok(CancelOutcome::Cancelled);
+                    }
+                    let requested = sqlx::query::<$db>(
+                        "UPDATE jobs SET cancel_requested = TRUE, updated_at = $1 \
+                         WHERE id = $2 AND ($3 IS NULL OR tenant = $3) AND state = 'running' \
+                         AND cancellable RETURNING id",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .bind(tenant)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .ctx("requesting a cancel")?;
+                    if requested.is_some() {
+                        let event = PendingEvent {
+                            job_id: id.to_owned(),
+                            kind: "cancel_requested",
+                            data: "{}".to_owned(),
+                        };
+                        Self::insert_events(&mut tx, &[event], now).await?;
+                        tx.commit().await.ctx("committing a cancel request")?;
+                        return Ok(CancelOutcome::Requested);
+                    }
+                    let row = sqlx::query::<$db>(
+                        "SELECT state, cancellable FROM jobs \
+                         WHERE id = $1 AND ($2 IS NULL OR tenant = $2)",
+                    )
+                    .bind(id)
+                    .bind(tenant)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .ctx("reading a job to cancel")?;
+                    let Some(row) = row else {
+                        return Err(Error::NotFound { id: id.to_owned() });
+                    };
+                    let state: String = row.try_get("state").ctx("reading a job to cancel")?;
+                    let state: JobState = state.parse().map_err(Error::corrupt)?;
+                    let cancellable: bool =
+                        row.try_get("cancellable").ctx("reading a job to cancel")?;
+                    if state.is_terminal() {
+                        return Ok(CancelOutcome::AlreadyFinished(state));
+                    }
+                    if !cancellable {
+                        return Ok(CancelOutcome::NotCancellable);
+                    }
+                }
+                Err(Error::Conflict { field: "state" })
+            }
+
+            async fn result(&self, tenant: Option<&str>, id: &str) -> Result<Option<JobResult>> {
+                let row = sqlx::query::<$db>(
+                    "SELECT r.job_id, r.output, r.usage, r.completed_at FROM job_results r \
+                     JOIN jobs j ON j.id = r.job_id \
+                     WHERE r.job_id = $1 AND ($2 IS NULL OR j.tenant = $2)",
+                )
+                .bind(id)
+                .bind(tenant)
+                .fetch_optional(self.reader())
+                .await
+                .ctx("reading a job result")?;
+                row.as_ref().map(result_from_row).transpose()
+            }
+
+            async fn set_progress(
+                &self,
+                lease: &Lease,
+                done: u64,
+                total: u64,
+                message: Option<&str>,
+            ) -> Result<()> {
+                let done = i64::try_from(done).map_err(|_| Error::invalid("done", "out of range"))?;
+                let total =
+                    i64::try_from(total).map_err(|_| Error::invalid("total", "out of range"))?;
+                let message = message.map(truncate_message);
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                let row = sqlx::query::<$db>(
+                    "UPDATE jobs SET progress_done = $1, progress_total = $2, \
+                     progress_message = $3, updated_at = $4 \
+                     WHERE id = $5 AND fencing_token = $6 AND state = 'running' RETURNING seq",
+                )
+                .bind(done)
+                .bind(total)
+                .bind(message.as_deref())
+                .bind(now)
+                .bind(lease.job.id.as_str())
+                .bind(lease.token)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("recording progress")?;
+                if row.is_none() {
+                    return Err(Error::LeaseLost {
+                        id: lease.job.id.clone(),
+                        token: lease.token,
+                    });
+                }
+                let event = PendingEvent {
+                    job_id: lease.job.id.clone(),
+                    kind: "progress",
+                    data: json!({ "done": done, "total": total, "message": message }).to_string(),
+                };
+                Self::insert_events(&mut tx, &[event], now).await?;
+                tx.commit().await.ctx("committing progress")
+            }
+
+            async fn append_event(&self, job_id: &str, kind: &str, data: Value) -> Result<i64> {
+                let data = check_event(kind, &data)?;
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                // Touching the job row locks it, so events of one job get their sequence
+                // numbers in commit order on PostgreSQL too (an SSE reader never skips one).
+                let job = sqlx::query::<$db>(
+                    "UPDATE jobs SET updated_at = $1 WHERE id = $2 RETURNING seq",
+                )
+                .bind(now)
+                .bind(job_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("locking a job for an event")?;
+                if job.is_none() {
+                    return Err(Error::NotFound { id: job_id.to_owned() });
+                }
+                let seq: i64 = sqlx::query::<$db>(
+                    "INSERT INTO job_events (job_id, kind, data, at) VALUES ($1, $2, $3, $4) \
+                     RETURNING seq",
+                )
+                .bind(job_id)
+                .bind(kind)
+                .bind(data.as_str())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx("appending an event")?
+                .try_get("seq")
+                .ctx("appending an event")?;
+                tx.commit().await.ctx("committing an event")?;
+                Ok(seq)
+            }
+
+            async fn events_since(&self, job_id: &str, after_seq: i64, limit: usize) -> Result<Vec<Event>> {
+                let limit = i64::try_from(limit.clamp(1, MAX_EVENTS)).unwrap_or(1);
+                let rows = sqlx::query::<$db>(
+                    "SELECT seq, job_id, kind, data, at FROM job_events \
+                     WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(job_id)
+                .bind(after_seq)
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await
+                .ctx("reading job events")?;
+                rows.iter().map(event_from_row).collect()
+            }
+
+            async fn release(&self, lease: &Lease) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                // A job whose cancel was requested is not run again: it ends cancelled.
+                let row = sqlx::query::<$db>(concat!(
+                    "UPDATE jobs SET \
+                     state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, \
+                     finished_at = CASE WHEN cancel_requested THEN $1 ELSE NULL END, \
+                     attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL, \
+                     run_after = $1, updated_at = $1 \
+                     WHERE id = $2 AND fencing_token = $3 AND state = 'running' RETURNING ",
+                    crate::common::job_cols!()
+                ))
+                .bind(now)
+                .bind(lease.job.id.as_str())
+                .bind(lease.token)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("releasing a lease")?;
+                let Some(row) = row else {
+                    return Err(Error::LeaseLost {
+                        id: lease.job.id.clone(),
+                        token: lease.token,
+                    });
+                };
+                let job = job_from_row(&row)?;
+                Self::insert_events(&mut tx, &[PendingEvent::state(&job, "released")], now).await?;
+                tx.commit().await.ctx("committing a release")
+            }
+
+            async fn counts(&self) -> Result<BTreeMap<JobState, u64>> {
+                let rows = sqlx::query::<$db>("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+                    .fetch_all(self.reader())
+                    .await
+                    .ctx("counting jobs")?;
+                let mut counts: BTreeMap<JobState, u64> =
+                    JobState::ALL.into_iter().map(|s| (s, 0)).collect();
+                for row in &rows {
+                    let state: String = row.try_get("state").ctx("counting jobs")?;
+                    let n: i64 = row.try_get("n").ctx("counting jobs")?;
+                    let state: JobState = state.parse().map_err(Error::corrupt)?;
+                    counts.insert(state, u64::try_from(n).unwrap_or(0));
+                }
+                Ok(counts)
+            }
+
+            async fn close(&self) {
+                self.close_pools().await;
+            }
+        }
+    };
+}
+
+pub(crate) use impl_job_store;

@@ -1,0 +1,75 @@
+//! The store's error type.
+
+/// Errors returned by a [`crate::JobStore`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No job with that id (for that tenant).
+    #[error("job {id:?} not found")]
+    NotFound {
+        /// The id looked up.
+        id: String,
+    },
+    /// A unique field collides with an existing job (e.g. the same id submitted twice).
+    #[error("conflict: a job with the same {field} already exists")]
+    Conflict {
+        /// Name of the colliding field.
+        field: &'static str,
+    },
+    /// The lease's fencing token no longer matches: the job was reclaimed, released or
+    /// finished. Nothing was written.
+    #[error("lease lost: job {id:?} is no longer held with fencing token {token}")]
+    LeaseLost {
+        /// Job id.
+        id: String,
+        /// The stale token.
+        token: i64,
+    },
+    /// An argument the store cannot accept.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// Name of the offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A database error, with what the store was doing.
+    #[error("database error while {context}: {source}")]
+    Db {
+        /// Operation that failed.
+        context: &'static str,
+        /// The underlying sqlx error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// A row that does not decode into our types (edited by hand, or a newer schema).
+    pub(crate) fn corrupt(message: impl Into<String>) -> Self {
+        Error::Db {
+            context: "decoding a stored row",
+            source: sqlx::Error::Decode(message.into().into()),
+        }
+    }
+}
+
+/// Adds what the store was doing to a sqlx error.
+pub(crate) trait DbContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T, Error>;
+}
+
+impl<T> DbContext<T> for Result<T, sqlx::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, Error> {
+        self.map_err(|source| Error::Db { context, source })
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
