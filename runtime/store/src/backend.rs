@@ -9,7 +9,7 @@
 
 macro_rules! impl_job_store {
     ($store:ty, $db:ty, $conn:ty, skip_locked = $skip:literal) => {
-        use std::collections::BTreeMap;
+        use std::collections::{BTreeMap, HashMap, HashSet};
         use std::fmt::Write as _;
         use std::time::Duration;
 
@@ -17,7 +17,7 @@ macro_rules! impl_job_store {
         use sqlx::{AssertSqlSafe, Row};
 
         use crate::common::{
-            EVENT_CHUNK, JobRow, MAX_CLAIM, MAX_EVENTS, MAX_NAME, MAX_OPERATIONS, MAX_PAGE,
+            EVENT_CHUNK, INSERT_CHUNK, JobRow, MAX_CLAIM, MAX_EVENTS, MAX_NAME, MAX_OPERATIONS, MAX_PAGE,
             SWEEP_LIMIT, check_event, duration_ms, event_from_row, job_from_row,
             json_text, now_ms, placeholders, result_from_row, sort_claimed, state_event,
             truncate_message,
@@ -49,10 +49,9 @@ macro_rules! impl_job_store {
                     let mut sql =
                         String::from("INSERT INTO job_events (job_id, kind, data, at) VALUES ");
                     for i in 0..chunk.len() {
-                        let b = i * 4;
                         let sep = if i == 0 { "" } else { ", " };
                         // Writing to a String cannot fail.
-                        let _ = write!(sql, "{sep}(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4);
+                        let _ = write!(sql, "{sep}({})", placeholders(Self::NUMBERED, i * 4 + 1, 4));
                     }
                     let mut query = sqlx::query::<$db>(AssertSqlSafe(sql));
                     for event in chunk {
@@ -138,11 +137,13 @@ macro_rules! impl_job_store {
                 })
                 .to_string();
                 let overdue = sqlx::query::<$db>(concat!(
-                    "UPDATE jobs SET state = 'timed_out', finished_at = $1, updated_at = $1, \
-                     last_error = $2 WHERE seq IN (SELECT seq FROM jobs WHERE state = 'queued' \
-                     AND deadline_ms IS NOT NULL AND deadline_ms <= $1 LIMIT $3",
+                    "WITH picked AS MATERIALIZED (SELECT seq AS pick FROM jobs \
+                     WHERE state = 'queued' AND deadline_ms IS NOT NULL AND deadline_ms <= $1 \
+                     LIMIT $3",
                     $skip,
-                    ") RETURNING ",
+                    ") UPDATE jobs SET state = 'timed_out', finished_at = $1, updated_at = $1, \
+                     last_error = $2 WHERE state = 'queued' \
+                     AND seq IN (SELECT pick FROM picked) RETURNING ",
                     crate::common::job_cols!()
                 ))
                 .bind(now)
@@ -337,32 +338,160 @@ macro_rules! impl_job_store {
             }
 
             async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Submitted>>> {
+                // Resolved in bulk: validation and in-batch duplicates first, then one query
+                // per chunk for known idempotency keys and one multi-row INSERT per chunk.
+                // Whatever the bulk path cannot settle (races, duplicates of a job that
+                // failed) goes through the one-job path inside the same transaction.
+                let mut results: Vec<Option<Result<Submitted>>> = Vec::with_capacity(jobs.len());
+                let mut rows = Vec::with_capacity(jobs.len());
+                let mut bulk = Vec::new();
+                let mut single = Vec::new();
+                let mut ids = HashSet::new();
+                let mut keys = HashSet::new();
+                for (i, job) in jobs.iter().enumerate() {
+                    match JobRow::new(job) {
+                        Err(e) => {
+                            results.push(Some(Err(e)));
+                            rows.push(None);
+                        }
+                        Ok(row) => {
+                            let key = row.idempotency_key.clone().map(|k| (row.tenant.clone(), k));
+                            if key.as_ref().is_some_and(|k| keys.contains(k)) {
+                                // Same key earlier in this batch: answered after it is stored.
+                                single.push(i);
+                            } else if !ids.insert(row.id.clone()) {
+                                results.push(Some(Err(Error::Conflict { field: "id" })));
+                                rows.push(None);
+                                continue;
+                            } else {
+                                if let Some(key) = key {
+                                    keys.insert(key);
+                                }
+                                bulk.push(i);
+                            }
+                            results.push(None);
+                            rows.push(Some(row));
+                        }
+                    }
+                }
                 let mut tx = self.begin().await?;
                 let now = now_ms();
-                let mut results = Vec::with_capacity(jobs.len());
                 let mut events = Vec::new();
-                for job in &jobs {
-                    let row = match JobRow::new(job) {
-                        Ok(row) => row,
-                        Err(e) => {
-                            results.push(Err(e));
-                            continue;
+                for chunk in bulk.chunks(INSERT_CHUNK) {
+                    let keyed: Vec<&JobRow> = chunk
+                        .iter()
+                        .filter_map(|&i| rows[i].as_ref())
+                        .filter(|row| row.idempotency_key.is_some())
+                        .collect();
+                    let mut existing = HashMap::new();
+                    if !keyed.is_empty() {
+                        let sql = format!(
+                            concat!(
+                                "SELECT ",
+                                crate::common::job_cols!(),
+                                " FROM jobs WHERE idempotency_key IN ({})"
+                            ),
+                            placeholders(Self::NUMBERED, 1, keyed.len())
+                        );
+                        let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                        for row in &keyed {
+                            q = q.bind(row.idempotency_key.as_deref());
                         }
-                    };
-                    match Self::submit_in(&mut tx, &row, now).await {
+                        for found in q.fetch_all(&mut *tx).await.ctx("looking up idempotency keys")? {
+                            let job = job_from_row(&found)?;
+                            if let Some(key) = job.idempotency_key.clone() {
+                                existing.insert((job.tenant.clone(), key), job);
+                            }
+                        }
+                    }
+                    let mut fresh = Vec::new();
+                    for &i in chunk {
+                        let Some(row) = rows[i].as_ref() else { continue };
+                        let key = row.idempotency_key.clone().map(|k| (row.tenant.clone(), k));
+                        match key.and_then(|k| existing.remove(&k)) {
+                            Some(job) => results[i] = Some(Ok(Submitted { job, created: false })),
+                            None => fresh.push(i),
+                        }
+                    }
+                    if fresh.is_empty() {
+                        continue;
+                    }
+                    let mut sql = String::from(
+                        "INSERT INTO jobs (id, tenant, operation, payload, images, priority, \
+                         max_attempts, timeout_ms, deadline_ms, idempotency_key, cancellable, \
+                         document, state, attempt, created_at, updated_at, run_after, \
+                         fencing_token, cancel_requested) VALUES ",
+                    );
+                    for n in 0..fresh.len() {
+                        let sep = if n == 0 { "" } else { ", " };
+                        let _ = write!(
+                            sql,
+                            "{sep}({}, 'queued', 0, {}, 0, FALSE)",
+                            placeholders(Self::NUMBERED, 1 + n * 15, 12),
+                            placeholders(Self::NUMBERED, 13 + n * 15, 3)
+                        );
+                    }
+                    sql.push_str(concat!(
+                        " ON CONFLICT DO NOTHING RETURNING ",
+                        crate::common::job_cols!()
+                    ));
+                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                    for &i in &fresh {
+                        let Some(row) = rows[i].as_ref() else { continue };
+                        q = q
+                            .bind(row.id.as_str())
+                            .bind(row.tenant.as_str())
+                            .bind(row.operation.as_str())
+                            .bind(row.payload.as_str())
+                            .bind(row.images.as_str())
+                            .bind(row.priority)
+                            .bind(row.max_attempts)
+                            .bind(row.timeout_ms)
+                            .bind(row.deadline_ms)
+                            .bind(row.idempotency_key.as_deref())
+                            .bind(row.cancellable)
+                            .bind(row.document.as_str())
+                            .bind(now)
+                            .bind(now)
+                            .bind(now);
+                    }
+                    let mut inserted = HashMap::new();
+                    for found in q.fetch_all(&mut *tx).await.ctx("inserting jobs")? {
+                        let job = job_from_row(&found)?;
+                        inserted.insert(job.id.clone(), job);
+                    }
+                    for &i in &fresh {
+                        let Some(row) = rows[i].as_ref() else { continue };
+                        match inserted.remove(&row.id) {
+                            Some(job) => {
+                                events.push(PendingEvent::state(&job, "submitted"));
+                                results[i] = Some(Ok(Submitted { job, created: true }));
+                            }
+                            // Taken by a job outside this batch: settle it one by one.
+                            None => single.push(i),
+                        }
+                    }
+                }
+                single.sort_unstable();
+                for i in single {
+                    let Some(row) = rows[i].as_ref() else { continue };
+                    match Self::submit_in(&mut tx, row, now).await {
                         Ok(submitted) => {
                             if submitted.created {
                                 events.push(PendingEvent::state(&submitted.job, "submitted"));
                             }
-                            results.push(Ok(submitted));
+                            results[i] = Some(Ok(submitted));
                         }
-                        Err(e @ Error::Conflict { .. }) => results.push(Err(e)),
+                        Err(e @ Error::Conflict { .. }) => results[i] = Some(Err(e)),
                         Err(e) => return Err(e),
                     }
                 }
                 Self::insert_events(&mut tx, &events, now).await?;
                 tx.commit().await.ctx("committing a batch submit")?;
-                Ok(results)
+                Ok(results
+                    .into_iter()
+                    .map(|r| r.unwrap_or(Err(Error::Conflict { field: "id" })))
+                    .collect())
             }
 
             async fn get(&self, tenant: Option<&str>, id: &str) -> Result<Option<Job>> {
@@ -462,20 +591,25 @@ macro_rules! impl_job_store {
                 let mut jobs = Vec::new();
                 if max > 0 && (operations.is_none() || !ops.is_empty()) {
                     let filter = if operations.is_some() {
-                        format!(" AND operation IN ({})", placeholders(5, ops.len()))
+                        format!(" AND operation IN ({})", placeholders(true, 5, ops.len()))
                     } else {
                         String::new()
                     };
+                    // The candidates are picked once in a MATERIALIZED CTE: with a plain
+                    // `seq IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` PostgreSQL may
+                    // re-run the subquery per outer row and take more than n jobs.
                     let sql = format!(
                         concat!(
-                            "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+                            "WITH picked AS MATERIALIZED (SELECT seq AS pick FROM jobs \
+                             WHERE state = 'queued' AND run_after <= $3 \
+                             AND (deadline_ms IS NULL OR deadline_ms > $3){filter} \
+                             ORDER BY priority DESC, seq LIMIT $4",
+                            $skip,
+                            ") UPDATE jobs SET state = 'running', attempt = attempt + 1, \
                              fencing_token = fencing_token + 1, lease_owner = $1, \
                              lease_expires_at = $2, started_at = $3, updated_at = $3 \
-                             WHERE state = 'queued' AND seq IN (SELECT seq FROM jobs WHERE state = 'queued' \
-                             AND run_after <= $3 AND (deadline_ms IS NULL OR deadline_ms > $3)\
-                             {filter} ORDER BY priority DESC, seq LIMIT $4",
-                            $skip,
-                            ") RETURNING ",
+                             WHERE state = 'queued' AND seq IN (SELECT pick FROM picked) \
+                             RETURNING ",
                             crate::common::job_cols!()
                         ),
                         filter = filter

@@ -29,6 +29,8 @@ pub(crate) const SWEEP_LIMIT: i64 = 500;
 /// Rows per multi-row INSERT: 4 parameters each stays far below SQLite's and PostgreSQL's
 /// bind parameter limits.
 pub(crate) const EVENT_CHUNK: usize = 200;
+/// Jobs per multi-row INSERT (12 parameters each).
+pub(crate) const INSERT_CHUNK: usize = 250;
 
 /// Tunables shared by both backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,10 +302,15 @@ pub(crate) fn state_event(job: &Job, reason: &str) -> String {
     .to_string()
 }
 
-/// The SQL placeholders `$first, $first+1, ...` for `n` values, comma separated.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
+/// `n` comma-separated bind placeholders for values `first..first + n`.
+///
+/// Numbered (`$1`) for PostgreSQL. SQLite gets anonymous `?`: sqlx looks up the name of
+/// every parameter of a statement, and SQLite finds a name by a linear scan, so numbered
+/// placeholders make a multi-row INSERT quadratic in its row count. Anonymous ones bind in
+/// text order, so a statement must not mix both styles.
+pub(crate) fn placeholders(numbered: bool, first: usize, n: usize) -> String {
     (first..first + n)
-        .map(|i| format!("${i}"))
+        .map(|i| if numbered { format!("${i}") } else { "?".to_owned() })
         .collect::<Vec<_>>()
         .join(", ")
 }

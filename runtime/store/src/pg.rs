@@ -80,6 +80,9 @@ impl PgStore {
 
     pub(crate) const DIALECT: Dialect = Dialect::Postgres;
 
+    /// Whether multi-row statements use numbered placeholders (see `placeholders`).
+    pub(crate) const NUMBERED: bool = true;
+
     pub(crate) fn writer(&self) -> &PgPool {
         &self.pool
     }

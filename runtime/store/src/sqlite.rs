@@ -97,6 +97,9 @@ impl SqliteStore {
 
     pub(crate) const DIALECT: Dialect = Dialect::Sqlite;
 
+    /// Whether multi-row statements use numbered placeholders (see `placeholders`).
+    pub(crate) const NUMBERED: bool = false;
+
     pub(crate) fn writer(&self) -> &SqlitePool {
         &self.writer
     }
