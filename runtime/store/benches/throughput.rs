@@ -15,14 +15,14 @@ const SUBMIT_BATCH: usize = 1_000;
 const CLAIM_BATCH: usize = 500;
 const WORKERS: usize = 4;
 
-fn job(i: usize) -> NewJob {
+fn job(i: usize, mixed: bool) -> NewJob {
     NewJob {
         id: format!("bench-{i:06}"),
         tenant: "bench".to_owned(),
         operation: "inspect".to_owned(),
         payload: json!({ "image": "disk.qcow2", "checks": ["os", "packages"] }),
         images: json!([{ "path": "disk.qcow2", "format": "qcow2" }]),
-        priority: (i % 10 + 1) as u8,
+        priority: if mixed { (i % 10 + 1) as u8 } else { 5 },
         max_attempts: 3,
         timeout_ms: 60_000,
         deadline_ms: None,
@@ -36,11 +36,14 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-async fn run(name: &str, store: Arc<dyn JobStore>) {
+async fn run(name: &str, store: Arc<dyn JobStore>, mixed: bool) {
     let start = Instant::now();
-    let jobs: Vec<NewJob> = (0..JOBS).map(job).collect();
+    let jobs: Vec<NewJob> = (0..JOBS).map(|i| job(i, mixed)).collect();
     for chunk in jobs.chunks(SUBMIT_BATCH) {
-        let results = store.submit_batch(chunk.to_vec()).await.expect("submit batch");
+        let results = store
+            .submit_batch(chunk.to_vec())
+            .await
+            .expect("submit batch");
         assert!(results.iter().all(|r| r.as_ref().is_ok_and(|s| s.created)));
     }
     let submitted = start.elapsed();
@@ -111,15 +114,28 @@ async fn run(name: &str, store: Arc<dyn JobStore>) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    if wants("sqlite") {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path().join("bench.db")).await.expect("open");
-        store.migrate().await.expect("migrate");
-        run("sqlite", Arc::new(store)).await;
+    for (label, mixed) in [("same priority", false), ("priorities 1..=10", true)] {
+        if wants("sqlite") {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = SqliteStore::open(dir.path().join("bench.db"))
+                .await
+                .expect("open");
+            store.migrate().await.expect("migrate");
+            run(&format!("sqlite, {label}"), Arc::new(store), mixed).await;
+        }
+        if wants("postgres") {
+            postgres(label, mixed).await;
+        }
     }
-    if wants("postgres") {
+}
+
+async fn postgres(label: &str, mixed: bool) {
+    {
         let url = std::env::var("GUESTKIT_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let schema = format!("gk_bench_{}", std::process::id());
@@ -136,7 +152,7 @@ async fn main() {
         };
         let store = PgStore::connect_with(&url, options).await.expect("connect");
         store.migrate().await.expect("migrate");
-        run("postgres", Arc::new(store)).await;
+        run(&format!("postgres, {label}"), Arc::new(store), mixed).await;
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .execute(&mut admin)
             .await

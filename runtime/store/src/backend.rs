@@ -17,9 +17,10 @@ macro_rules! impl_job_store {
         use sqlx::{AssertSqlSafe, Row};
 
         use crate::common::{
-            EVENT_CHUNK, INSERT_CHUNK, JobRow, MAX_CLAIM, MAX_EVENTS, MAX_NAME, MAX_OPERATIONS, MAX_PAGE,
-            SWEEP_LIMIT, check_event, duration_ms, event_from_row, job_from_row,
-            json_text, now_ms, placeholders, result_from_row, sort_claimed, state_event,
+            EVENT_CHUNK, INSERT_CHUNK, JobRow, MAX_CLAIM, MAX_EVENTS, MAX_NAME, MAX_OPERATIONS,
+            MAX_PAGE,
+            SWEEP_LIMIT, check_event, completed_job, duration_ms, event_from_row, job_from_row,
+            json_text, now_ms, placeholders, queued_job, result_from_row, sort_claimed, state_event,
             truncate_message,
         };
         use crate::error::{DbContext as _, Error, Result};
@@ -44,14 +45,19 @@ macro_rules! impl_job_store {
 
         impl $store {
             /// Writes events with multi-row INSERTs (one round trip per chunk).
-            async fn insert_events(conn: &mut $conn, events: &[PendingEvent], at: i64) -> Result<()> {
+            async fn insert_events(
+                conn: &mut $conn,
+                events: &[PendingEvent],
+                at: i64,
+            ) -> Result<()> {
                 for chunk in events.chunks(EVENT_CHUNK) {
                     let mut sql =
                         String::from("INSERT INTO job_events (job_id, kind, data, at) VALUES ");
                     for i in 0..chunk.len() {
                         let sep = if i == 0 { "" } else { ", " };
                         // Writing to a String cannot fail.
-                        let _ = write!(sql, "{sep}({})", placeholders(Self::NUMBERED, i * 4 + 1, 4));
+                        let values = placeholders(Self::NUMBERED, i * 4 + 1, 4);
+                        let _ = write!(sql, "{sep}({values})");
                     }
                     let mut query = sqlx::query::<$db>(AssertSqlSafe(sql));
                     for event in chunk {
@@ -130,7 +136,11 @@ macro_rules! impl_job_store {
             }
 
             /// Moves overdue queued jobs to timed_out and settles expired leases.
-            async fn sweep(conn: &mut $conn, now: i64, events: &mut Vec<PendingEvent>) -> Result<()> {
+            async fn sweep(
+                conn: &mut $conn,
+                now: i64,
+                events: &mut Vec<PendingEvent>,
+            ) -> Result<()> {
                 let deadline_error = json!({
                     "code": "deadline_exceeded",
                     "message": "the job's deadline passed before it could run",
@@ -177,7 +187,8 @@ macro_rules! impl_job_store {
                     } else if job.attempt >= job.max_attempts {
                         let error = json!({
                             "code": "lease_expired",
-                            "message": "the worker running the last attempt stopped renewing its lease",
+                            "message":
+                                "the worker running the last attempt stopped renewing its lease",
                         });
                         (JobState::Failed, Some(error.to_string()))
                     } else {
@@ -207,15 +218,142 @@ macro_rules! impl_job_store {
                 Ok(())
             }
 
-            /// Applies one outcome inside the caller's transaction; `LeaseLost` writes nothing.
-            async fn complete_in(
+            /// Applies outcomes inside the caller's transaction: one UPDATE ... FROM (VALUES)
+            /// per chunk, one multi-row INSERT of results, fenced per job. An item whose
+            /// lease is lost gets `LeaseLost` and writes nothing; the others are unaffected.
+            async fn complete_many(
                 &self,
                 conn: &mut $conn,
+                items: &[(&Lease, &Outcome)],
+                now: i64,
+                events: &mut Vec<PendingEvent>,
+            ) -> Result<Vec<Result<Job>>> {
+                struct Planned<'a> {
+                    index: usize,
+                    lease: &'a Lease,
+                    state: JobState,
+                    error: Option<String>,
+                    usage: String,
+                    output: Option<String>,
+                    run_after: Option<i64>,
+                }
+                let lost = |lease: &Lease| Error::LeaseLost {
+                    id: lease.job.id.clone(),
+                    token: lease.token,
+                };
+                let mut results: Vec<Option<Result<Job>>> = Vec::with_capacity(items.len());
+                let mut planned = Vec::new();
+                let mut seen = HashSet::new();
+                for (index, (lease, outcome)) in items.iter().enumerate() {
+                    let plan = self.plan_outcome(lease, outcome, now);
+                    match plan {
+                        Err(e) => results.push(Some(Err(e))),
+                        // The same job twice: only the first completion can hold the lease.
+                        Ok(_) if !seen.insert(lease.job.id.as_str()) => {
+                            results.push(Some(Err(lost(lease))))
+                        }
+                        Ok((state, error, usage, output, run_after)) => {
+                            results.push(None);
+                            planned.push(Planned {
+                                index,
+                                lease,
+                                state,
+                                error,
+                                usage,
+                                output,
+                                run_after,
+                            });
+                        }
+                    }
+                }
+                for chunk in planned.chunks(INSERT_CHUNK) {
+                    let mut sql = String::from(
+                        "UPDATE jobs SET state = v.column3, updated_at = v.column8, \
+                         finished_at = v.column4, run_after = COALESCE(v.column5, jobs.run_after), \
+                         last_error = COALESCE(v.column6, jobs.last_error), usage = v.column7, \
+                         lease_owner = NULL, lease_expires_at = NULL FROM (VALUES ",
+                    );
+                    for n in 0..chunk.len() {
+                        let sep = if n == 0 { "" } else { ", " };
+                        let values = placeholders(Self::NUMBERED, n * 8 + 1, 8);
+                        let _ = write!(sql, "{sep}({values})");
+                    }
+                    sql.push_str(concat!(
+                        ") AS v WHERE jobs.id = v.column1 AND jobs.fencing_token = v.column2 \
+                         AND jobs.state = 'running' RETURNING ",
+                        crate::common::completed_cols!()
+                    ));
+                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                    for p in chunk {
+                        q = q
+                            .bind(p.lease.job.id.as_str())
+                            .bind(p.lease.token)
+                            .bind(p.state.as_str())
+                            .bind(p.state.is_terminal().then_some(now))
+                            .bind(p.run_after)
+                            .bind(p.error.as_deref())
+                            .bind(p.usage.as_str())
+                            .bind(now);
+                    }
+                    let mut updated = HashMap::new();
+                    for row in q.fetch_all(&mut *conn).await.ctx("completing jobs")? {
+                        let id: String = row.try_get("id").ctx("completing jobs")?;
+                        updated.insert(id, row);
+                    }
+                    let mut outputs = Vec::new();
+                    for p in chunk {
+                        match updated.remove(&p.lease.job.id) {
+                            None => results[p.index] = Some(Err(lost(p.lease))),
+                            Some(row) => {
+                                let job = completed_job(&p.lease.job, &row)?;
+                                if let Some(output) = &p.output {
+                                    outputs.push((p, output));
+                                }
+                                let reason = if job.state == JobState::Queued {
+                                    "retry scheduled"
+                                } else {
+                                    "completed"
+                                };
+                                events.push(PendingEvent::state(&job, reason));
+                                results[p.index] = Some(Ok(job));
+                            }
+                        }
+                    }
+                    if !outputs.is_empty() {
+                        let mut sql = String::from(
+                            "INSERT INTO job_results (job_id, output, usage, completed_at) VALUES ",
+                        );
+                        for n in 0..outputs.len() {
+                            let sep = if n == 0 { "" } else { ", " };
+                            let values = placeholders(Self::NUMBERED, n * 4 + 1, 4);
+                            let _ = write!(sql, "{sep}({values})");
+                        }
+                        let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                        for (p, output) in &outputs {
+                            q = q
+                                .bind(p.lease.job.id.as_str())
+                                .bind(output.as_str())
+                                .bind(p.usage.as_str())
+                                .bind(now);
+                        }
+                        q.execute(&mut *conn).await.ctx("writing job results")?;
+                    }
+                }
+                Ok(results
+                    .into_iter()
+                    .zip(items)
+                    .map(|(r, (lease, _))| r.unwrap_or_else(|| Err(lost(lease))))
+                    .collect())
+            }
+
+            /// What an outcome does to a job: (state, error, usage, output, run_after).
+            #[allow(clippy::type_complexity)]
+            fn plan_outcome(
+                &self,
                 lease: &Lease,
                 outcome: &Outcome,
                 now: i64,
-                events: &mut Vec<PendingEvent>,
-            ) -> Result<Job> {
+            ) -> Result<(JobState, Option<String>, String, Option<String>, Option<i64>)> {
                 let mut run_after = None;
                 let (state, error, usage, output) = match outcome {
                     Outcome::Succeeded { output, usage } => {
@@ -237,49 +375,7 @@ macro_rules! impl_job_store {
                     }
                     Outcome::Cancelled { usage } => (JobState::Cancelled, None, usage, None),
                 };
-                let usage = json_text("usage", usage)?;
-                let finished_at = state.is_terminal().then_some(now);
-                let row = sqlx::query::<$db>(concat!(
-                    "UPDATE jobs SET state = $1, updated_at = $2, finished_at = $3, \
-                     run_after = COALESCE($4, run_after), last_error = COALESCE($5, last_error), \
-                     usage = $6, lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = $7 AND fencing_token = $8 AND state = 'running' RETURNING ",
-                    crate::common::job_cols!()
-                ))
-                .bind(state.as_str())
-                .bind(now)
-                .bind(finished_at)
-                .bind(run_after)
-                .bind(error.as_deref())
-                .bind(usage.as_str())
-                .bind(lease.job.id.as_str())
-                .bind(lease.token)
-                .fetch_optional(&mut *conn)
-                .await
-                .ctx("completing a job")?;
-                let Some(row) = row else {
-                    return Err(Error::LeaseLost {
-                        id: lease.job.id.clone(),
-                        token: lease.token,
-                    });
-                };
-                let job = job_from_row(&row)?;
-                if let Some(output) = output {
-                    sqlx::query::<$db>(
-                        "INSERT INTO job_results (job_id, output, usage, completed_at) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(job.id.as_str())
-                    .bind(output.as_str())
-                    .bind(usage.as_str())
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .ctx("writing a job result")?;
-                }
-                let reason = if state == JobState::Queued { "retry scheduled" } else { "completed" };
-                events.push(PendingEvent::state(&job, reason));
-                Ok(job)
+                Ok((state, error, json_text("usage", usage)?, output, run_after))
             }
         }
 
@@ -397,7 +493,8 @@ macro_rules! impl_job_store {
                         for row in &keyed {
                             q = q.bind(row.idempotency_key.as_deref());
                         }
-                        for found in q.fetch_all(&mut *tx).await.ctx("looking up idempotency keys")? {
+                        let found = q.fetch_all(&mut *tx).await;
+                        for found in found.ctx("looking up idempotency keys")? {
                             let job = job_from_row(&found)?;
                             if let Some(key) = job.idempotency_key.clone() {
                                 existing.insert((job.tenant.clone(), key), job);
@@ -431,10 +528,7 @@ macro_rules! impl_job_store {
                             placeholders(Self::NUMBERED, 13 + n * 15, 3)
                         );
                     }
-                    sql.push_str(concat!(
-                        " ON CONFLICT DO NOTHING RETURNING ",
-                        crate::common::job_cols!()
-                    ));
+                    sql.push_str(" ON CONFLICT DO NOTHING RETURNING seq, id");
                     let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
                     for &i in &fresh {
                         let Some(row) = rows[i].as_ref() else { continue };
@@ -457,13 +551,15 @@ macro_rules! impl_job_store {
                     }
                     let mut inserted = HashMap::new();
                     for found in q.fetch_all(&mut *tx).await.ctx("inserting jobs")? {
-                        let job = job_from_row(&found)?;
-                        inserted.insert(job.id.clone(), job);
+                        let seq: i64 = found.try_get("seq").ctx("inserting jobs")?;
+                        let id: String = found.try_get("id").ctx("inserting jobs")?;
+                        inserted.insert(id, seq);
                     }
                     for &i in &fresh {
                         let Some(row) = rows[i].as_ref() else { continue };
                         match inserted.remove(&row.id) {
-                            Some(job) => {
+                            Some(seq) => {
+                                let job = queued_job(row, &jobs[i], seq, now);
                                 events.push(PendingEvent::state(&job, "submitted"));
                                 results[i] = Some(Ok(Submitted { job, created: true }));
                             }
@@ -519,7 +615,11 @@ macro_rules! impl_job_store {
                     })
                     .transpose()?;
                 // Only constant fragments and placeholders go into the SQL text.
-                let mut sql = String::from(concat!("SELECT ", crate::common::job_cols!(), " FROM jobs WHERE TRUE"));
+                let mut sql = String::from(concat!(
+                    "SELECT ",
+                    crate::common::job_cols!(),
+                    " FROM jobs WHERE TRUE"
+                ));
                 let mut n = 0;
                 let mut next = || {
                     n += 1;
@@ -679,26 +779,25 @@ macro_rules! impl_job_store {
                 let mut tx = self.begin().await?;
                 let now = now_ms();
                 let mut events = Vec::new();
-                let job = self.complete_in(&mut tx, lease, &outcome, now, &mut events).await?;
+                let mut results =
+                    self.complete_many(&mut tx, &[(lease, &outcome)], now, &mut events).await?;
+                let job = results.pop().unwrap_or_else(|| {
+                    Err(Error::LeaseLost { id: lease.job.id.clone(), token: lease.token })
+                })?;
                 Self::insert_events(&mut tx, &events, now).await?;
                 tx.commit().await.ctx("committing a completion")?;
                 Ok(job)
             }
 
-            async fn complete_batch(&self, items: Vec<(Lease, Outcome)>) -> Result<Vec<Result<Job>>> {
+            async fn complete_batch(
+                &self,
+                items: Vec<(Lease, Outcome)>,
+            ) -> Result<Vec<Result<Job>>> {
                 let mut tx = self.begin().await?;
                 let now = now_ms();
                 let mut events = Vec::new();
-                let mut results = Vec::with_capacity(items.len());
-                for (lease, outcome) in &items {
-                    match self.complete_in(&mut tx, lease, outcome, now, &mut events).await {
-                        Ok(job) => results.push(Ok(job)),
-                        Err(e @ (Error::LeaseLost { .. } | Error::Invalid { .. })) => {
-                            results.push(Err(e))
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                let refs: Vec<(&Lease, &Outcome)> = items.iter().map(|(l, o)| (l, o)).collect();
+                let results = self.complete_many(&mut tx, &refs, now, &mut events).await?;
                 Self::insert_events(&mut tx, &events, now).await?;
                 tx.commit().await.ctx("committing a batch completion")?;
                 Ok(results)
@@ -866,7 +965,12 @@ macro_rules! impl_job_store {
                 Ok(seq)
             }
 
-            async fn events_since(&self, job_id: &str, after_seq: i64, limit: usize) -> Result<Vec<Event>> {
+            async fn events_since(
+                &self,
+                job_id: &str,
+                after_seq: i64,
+                limit: usize,
+            ) -> Result<Vec<Event>> {
                 let limit = i64::try_from(limit.clamp(1, MAX_EVENTS)).unwrap_or(1);
                 let rows = sqlx::query::<$db>(
                     "SELECT seq, job_id, kind, data, at FROM job_events \
@@ -912,7 +1016,8 @@ macro_rules! impl_job_store {
             }
 
             async fn counts(&self) -> Result<BTreeMap<JobState, u64>> {
-                let rows = sqlx::query::<$db>("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+                let sql = "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state";
+                let rows = sqlx::query::<$db>(sql)
                     .fetch_all(self.reader())
                     .await
                     .ctx("counting jobs")?;

@@ -218,16 +218,7 @@ where
     let state: JobState = state.parse().map_err(Error::corrupt)?;
     let last_error: Option<String> = get(row, "last_error")?;
     let usage: Option<String> = get(row, "usage")?;
-    let progress_done: Option<i64> = get(row, "progress_done")?;
-    let progress_total: Option<i64> = get(row, "progress_total")?;
-    let progress = match (progress_done, progress_total) {
-        (Some(done), Some(total)) => Some(Progress {
-            done: to_u("progress_done", done)?,
-            total: to_u("progress_total", total)?,
-            message: get(row, "progress_message")?,
-        }),
-        _ => None,
-    };
+    let progress = progress_from_row(row)?;
     Ok(Job {
         seq: get(row, "seq")?,
         id: get(row, "id")?,
@@ -253,9 +244,104 @@ where
         lease_expires_at: get(row, "lease_expires_at")?,
         fencing_token: get(row, "fencing_token")?,
         cancel_requested: get(row, "cancel_requested")?,
-        last_error: last_error.map(|t| parse_json("last_error", &t)).transpose()?,
+        last_error: last_error
+            .map(|t| parse_json("last_error", &t))
+            .transpose()?,
         usage: usage.map(|t| parse_json("usage", &t)).transpose()?,
         progress,
+    })
+}
+
+/// The job a fresh INSERT stored, built from what was inserted instead of decoding the
+/// whole row back (the batch paths would otherwise copy every column of every job).
+pub(crate) fn queued_job(row: &JobRow, new: &NewJob, seq: i64, now: i64) -> Job {
+    Job {
+        seq,
+        id: row.id.clone(),
+        tenant: row.tenant.clone(),
+        operation: row.operation.clone(),
+        payload: new.payload.clone(),
+        images: new.images.clone(),
+        priority: new.priority,
+        max_attempts: new.max_attempts,
+        timeout_ms: new.timeout_ms,
+        deadline_ms: new.deadline_ms,
+        idempotency_key: new.idempotency_key.clone(),
+        cancellable: new.cancellable,
+        document: new.document.clone(),
+        state: JobState::Queued,
+        attempt: 0,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at: None,
+        run_after: now,
+        lease_owner: None,
+        lease_expires_at: None,
+        fencing_token: 0,
+        cancel_requested: false,
+        last_error: None,
+        usage: None,
+        progress: None,
+    }
+}
+
+/// Columns a completion returns: the ones that may differ from the lease's snapshot.
+/// Everything else is immutable while the lease's fencing token matches.
+macro_rules! completed_cols {
+    () => {
+        "id, state, updated_at, finished_at, run_after, last_error, usage, cancel_requested, \
+         progress_done, progress_total, progress_message"
+    };
+}
+pub(crate) use completed_cols;
+
+/// The job after a completion: the lease's snapshot updated with a [`completed_cols`] row.
+pub(crate) fn completed_job<'r, R>(base: &Job, row: &'r R) -> Result<Job>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let state: String = get(row, "state")?;
+    let last_error: Option<String> = get(row, "last_error")?;
+    let usage: Option<String> = get(row, "usage")?;
+    let mut job = base.clone();
+    job.state = state.parse().map_err(Error::corrupt)?;
+    job.updated_at = get(row, "updated_at")?;
+    job.finished_at = get(row, "finished_at")?;
+    job.run_after = get(row, "run_after")?;
+    job.last_error = last_error
+        .map(|t| parse_json("last_error", &t))
+        .transpose()?;
+    job.usage = usage.map(|t| parse_json("usage", &t)).transpose()?;
+    job.cancel_requested = get(row, "cancel_requested")?;
+    job.progress = progress_from_row(row)?;
+    job.lease_owner = None;
+    job.lease_expires_at = None;
+    Ok(job)
+}
+
+fn progress_from_row<'r, R>(row: &'r R) -> Result<Option<Progress>>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let done: Option<i64> = get(row, "progress_done")?;
+    let total: Option<i64> = get(row, "progress_total")?;
+    Ok(match (done, total) {
+        (Some(done), Some(total)) => Some(Progress {
+            done: to_u("progress_done", done)?,
+            total: to_u("progress_total", total)?,
+            message: get(row, "progress_message")?,
+        }),
+        _ => None,
     })
 }
 
@@ -310,7 +396,13 @@ pub(crate) fn state_event(job: &Job, reason: &str) -> String {
 /// text order, so a statement must not mix both styles.
 pub(crate) fn placeholders(numbered: bool, first: usize, n: usize) -> String {
     (first..first + n)
-        .map(|i| if numbered { format!("${i}") } else { "?".to_owned() })
+        .map(|i| {
+            if numbered {
+                format!("${i}")
+            } else {
+                "?".to_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -318,4 +410,65 @@ pub(crate) fn placeholders(numbered: bool, first: usize, n: usize) -> String {
 /// Sorts claimed jobs the way the claim query ranked them (RETURNING keeps no order).
 pub(crate) fn sort_claimed(jobs: &mut [Job]) {
     jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let config = StoreConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_millis(1000),
+        };
+        for _ in 0..200 {
+            for (attempt, nominal) in [
+                (1, 100),
+                (2, 200),
+                (3, 400),
+                (4, 800),
+                (5, 1000),
+                (60, 1000),
+            ] {
+                let d = config.backoff(attempt).as_millis() as u64;
+                assert!(
+                    d >= nominal / 2 && d <= nominal,
+                    "attempt {attempt}: {d} ms"
+                );
+            }
+        }
+        // Jitter actually varies.
+        let samples: std::collections::HashSet<_> = (0..50).map(|_| config.backoff(4)).collect();
+        assert!(samples.len() > 1);
+        let zero = StoreConfig {
+            backoff_base: Duration::ZERO,
+            backoff_cap: Duration::ZERO,
+        };
+        assert_eq!(zero.backoff(u32::MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn truncation_keeps_char_boundaries() {
+        let s = "é".repeat(MAX_PROGRESS_MESSAGE);
+        let t = truncate_message(&s);
+        assert!(t.len() <= MAX_PROGRESS_MESSAGE && s.starts_with(&t) && !t.is_empty());
+        assert_eq!(truncate_message("short"), "short");
+    }
+
+    #[test]
+    fn placeholders_by_dialect() {
+        assert_eq!(placeholders(true, 3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(false, 3, 3), "?, ?, ?");
+        assert_eq!(placeholders(true, 1, 0), "");
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>(), Ok(state));
+        }
+        assert!("done".parse::<JobState>().is_err());
+        assert_eq!(JobState::TimedOut.as_str(), "timed_out");
+    }
 }

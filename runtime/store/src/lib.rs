@@ -106,8 +106,7 @@ pub trait JobStore: Send + Sync {
 
     /// Events of a job with a sequence number above `after_seq`, oldest first, at most
     /// `limit` (clamped to 1..=[`MAX_EVENTS`]).
-    async fn events_since(&self, job_id: &str, after_seq: i64, limit: usize)
-    -> Result<Vec<Event>>;
+    async fn events_since(&self, job_id: &str, after_seq: i64, limit: usize) -> Result<Vec<Event>>;
 
     /// Gives a job back on graceful shutdown: queued again, the attempt not counted.
     async fn release(&self, lease: &Lease) -> Result<()>;

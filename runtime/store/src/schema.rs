@@ -68,7 +68,9 @@ pub(crate) fn migrations(dialect: &Dialect) -> Vec<Vec<String>> {
          WHERE state = 'queued' AND deadline_ms IS NOT NULL"
             .into(),
         "CREATE INDEX jobs_tenant ON jobs (tenant, seq)".into(),
-        "CREATE INDEX jobs_state ON jobs (state, seq)".into(),
+        // Deliberately no plain index on `state`: without statistics SQLite prefers an
+        // equality index over the partial ones above and then sorts every queued job on
+        // each claim. Listing by state walks `seq` backwards instead.
         "CREATE TABLE job_results (
             job_id TEXT PRIMARY KEY,
             output TEXT NOT NULL,

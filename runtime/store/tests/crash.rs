@@ -42,9 +42,16 @@ async fn crash_child() {
         store.submit(job(&id)).await.expect("submit");
         println!("accepted {id}");
         if i % 3 == 0 {
-            for lease in store.claim("child", 4, Duration::from_secs(60), None).await.expect("claim") {
+            for lease in store
+                .claim("child", 4, Duration::from_secs(60), None)
+                .await
+                .expect("claim")
+            {
                 let output = json!({ "done": lease.job.id });
-                let outcome = Outcome::Succeeded { output, usage: json!({}) };
+                let outcome = Outcome::Succeeded {
+                    output,
+                    usage: json!({}),
+                };
                 store.complete(&lease, outcome).await.expect("complete");
                 println!("completed {}", lease.job.id);
             }
@@ -57,7 +64,13 @@ async fn accepted_jobs_survive_sigkill() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("crash.db");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DB_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -80,7 +93,10 @@ async fn accepted_jobs_survive_sigkill() {
     // Child::kill sends SIGKILL on Unix: no destructor, no checkpoint, no close.
     child.kill().expect("kill child");
     let status = child.wait().expect("wait child");
-    assert!(!status.success(), "the child must have been killed, got {status:?}");
+    assert!(
+        !status.success(),
+        "the child must have been killed, got {status:?}"
+    );
     assert_eq!(accepted.len(), 300, "child stopped early");
     assert!(!completed.is_empty());
 
@@ -93,7 +109,11 @@ async fn accepted_jobs_survive_sigkill() {
     for id in &completed {
         let job = store.get(None, id).await.expect("get").expect("present");
         assert_eq!(job.state, JobState::Succeeded, "{id}");
-        let result = store.result(None, id).await.expect("result").expect("result row");
+        let result = store
+            .result(None, id)
+            .await
+            .expect("result")
+            .expect("result row");
         assert_eq!(result.output, json!({ "done": id }));
     }
     store.close().await;

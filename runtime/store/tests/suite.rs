@@ -67,7 +67,12 @@ async fn submit_and_get(kind: Kind) {
     let new = job("j-1");
     let s = h.store.submit(new.clone()).await.expect("submit");
     assert!(s.created);
-    let got = h.store.get(Some("acme"), "j-1").await.expect("get").expect("present");
+    let got = h
+        .store
+        .get(Some("acme"), "j-1")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got, s.job);
     assert_eq!(got.id, new.id);
     assert_eq!(got.payload, new.payload);
@@ -82,7 +87,13 @@ async fn submit_and_get(kind: Kind) {
     assert!(got.created_at >= before && got.created_at <= now_ms());
     assert_eq!(got.run_after, got.created_at);
     // Tenant isolation: another tenant does not see it; the operator view does.
-    assert!(h.store.get(Some("other"), "j-1").await.expect("get").is_none());
+    assert!(
+        h.store
+            .get(Some("other"), "j-1")
+            .await
+            .expect("get")
+            .is_none()
+    );
     assert!(h.store.get(None, "j-1").await.expect("get").is_some());
     assert!(h.store.get(None, "nope").await.expect("get").is_none());
     assert!(h.store.result(None, "j-1").await.expect("result").is_none());
@@ -178,7 +189,13 @@ async fn list_pagination_and_filters(kind: Kind) {
             ..Default::default()
         })
         .await;
-    assert!(matches!(bad, Err(Error::Invalid { field: "cursor", .. })));
+    assert!(matches!(
+        bad,
+        Err(Error::Invalid {
+            field: "cursor",
+            ..
+        })
+    ));
     h.finish().await;
 }
 
@@ -202,7 +219,10 @@ async fn idempotency_and_conflicts(kind: Kind) {
     assert!(h.store.submit(other).await.expect("other tenant").created);
     // Same id without a key: conflict.
     let dup = h.store.submit(job("i-1")).await;
-    assert!(matches!(dup, Err(Error::Conflict { field: "id" })), "{dup:?}");
+    assert!(
+        matches!(dup, Err(Error::Conflict { field: "id" })),
+        "{dup:?}"
+    );
     // Concurrent submits with one key: exactly one creates.
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -235,11 +255,57 @@ async fn submit_batch_per_item_results(kind: Kind) {
     assert_eq!(results.len(), 5);
     assert!(results[0].as_ref().is_ok_and(|s| s.created));
     assert!(matches!(results[1], Err(Error::Conflict { field: "id" })));
-    assert!(matches!(results[2], Err(Error::Invalid { field: "priority", .. })));
+    assert!(matches!(
+        results[2],
+        Err(Error::Invalid {
+            field: "priority",
+            ..
+        })
+    ));
     assert!(results[3].as_ref().is_ok_and(|s| s.created));
     assert!(matches!(results[4], Err(Error::Conflict { field: "id" })));
+    // What submit_batch returned is exactly what is stored.
+    for r in [&results[0], &results[3]] {
+        let job = &r.as_ref().expect("created").job;
+        let stored = h
+            .store
+            .get(None, &job.id)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(&stored, job);
+    }
+    // Idempotency inside one batch and against stored jobs.
+    let keyed = |id: &str, key: &str| {
+        let mut j = job(id);
+        j.idempotency_key = Some(key.to_owned());
+        j
+    };
+    h.store
+        .submit(keyed("b-k0", "k0"))
+        .await
+        .expect("submit keyed");
+    let batch = vec![
+        keyed("b-k1", "k0"),
+        keyed("b-k2", "k2"),
+        keyed("b-k3", "k2"),
+    ];
+    let results = h.store.submit_batch(batch).await.expect("batch");
+    let got: Vec<(String, bool)> = results
+        .iter()
+        .map(|r| {
+            let s = r.as_ref().expect("submitted");
+            (s.job.id.clone(), s.created)
+        })
+        .collect();
+    let expected: Vec<(String, bool)> = vec![
+        ("b-k0".into(), false),
+        ("b-k2".into(), true),
+        ("b-k2".into(), false),
+    ];
+    assert_eq!(got, expected);
     let counts = h.store.counts().await.expect("counts");
-    assert_eq!(counts[&JobState::Queued], 3);
+    assert_eq!(counts[&JobState::Queued], 5);
     h.finish().await;
 }
 
@@ -257,7 +323,13 @@ async fn priority_then_age_order(kind: Kind) {
     let rest = h.store.claim("w", 10, LEASE, None).await.expect("claim");
     let order: Vec<&str> = rest.iter().map(|l| l.job.id.as_str()).collect();
     assert_eq!(order, vec!["p-4", "p-6", "p-1", "p-3", "p-0", "p-5"]);
-    assert!(h.store.claim("w", 10, LEASE, None).await.expect("claim").is_empty());
+    assert!(
+        h.store
+            .claim("w", 10, LEASE, None)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     h.finish().await;
 }
 
@@ -269,9 +341,19 @@ async fn claim_filters_by_operation(kind: Kind) {
         h.store.submit(j).await.expect("submit");
     }
     let none: Vec<String> = Vec::new();
-    assert!(h.store.claim("w", 10, LEASE, Some(&none)).await.expect("claim").is_empty());
+    assert!(
+        h.store
+            .claim("w", 10, LEASE, Some(&none))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     let ops = vec!["profile".to_owned(), "echo".to_owned()];
-    let got = h.store.claim("w", 10, LEASE, Some(&ops)).await.expect("claim");
+    let got = h
+        .store
+        .claim("w", 10, LEASE, Some(&ops))
+        .await
+        .expect("claim");
     let mut ids: Vec<&str> = got.iter().map(|l| l.job.id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, vec!["o-1", "o-2"]);
@@ -303,7 +385,7 @@ async fn concurrent_claims_are_exclusive_and_atomic(kind: Kind) {
                     let n: usize = lease.job.id[2..].parse().expect("index");
                     // A third fail for good, the rest succeed: the result row must exist
                     // exactly for the succeeded ones.
-                    let outcome = if n % 3 == 0 {
+                    let outcome = if n.is_multiple_of(3) {
                         Outcome::Failed {
                             error: json!({ "code": "boom" }),
                             retryable: false,
@@ -312,8 +394,8 @@ async fn concurrent_claims_are_exclusive_and_atomic(kind: Kind) {
                     } else {
                         ok(n as u64)
                     };
-                    store.complete(&lease, outcome).await.expect("complete");
-                    claimed.push(lease.job.id.clone());
+                    let done = store.complete(&lease, outcome).await.expect("complete");
+                    claimed.push((lease.job.id.clone(), done));
                 }
             }
             claimed
@@ -324,10 +406,18 @@ async fn concurrent_claims_are_exclusive_and_atomic(kind: Kind) {
         all.extend(w.await.expect("join"));
     }
     assert_eq!(all.len(), JOBS, "every job claimed exactly once");
-    let unique: HashSet<_> = all.iter().collect();
+    let unique: HashSet<_> = all.iter().map(|(id, _)| id).collect();
     assert_eq!(unique.len(), JOBS);
+    // What complete returned is exactly what is stored.
+    for (id, done) in &all {
+        let stored = h.store.get(None, id).await.expect("get").expect("present");
+        assert_eq!(&stored, done);
+    }
     let counts = h.store.counts().await.expect("counts");
-    assert_eq!(counts[&JobState::Succeeded] + counts[&JobState::Failed], JOBS as u64);
+    assert_eq!(
+        counts[&JobState::Succeeded] + counts[&JobState::Failed],
+        JOBS as u64
+    );
     assert_eq!(counts[&JobState::Failed], 167);
     for i in 0..JOBS {
         let id = format!("c-{i:03}");
@@ -357,7 +447,13 @@ async fn expired_lease_is_reclaimed_with_higher_token(kind: Kind) {
         .expect("one lease");
     assert_eq!(stale.job.attempt, 1);
     // Not yet expired: nobody else gets it.
-    assert!(h.store.claim("other", 5, LEASE, None).await.expect("claim").is_empty());
+    assert!(
+        h.store
+            .claim("other", 5, LEASE, None)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     tokio::time::sleep(Duration::from_millis(250)).await;
     let fresh = h
         .store
@@ -377,7 +473,10 @@ async fn expired_lease_is_reclaimed_with_higher_token(kind: Kind) {
         h.store.heartbeat(&stale, LEASE).await.expect("heartbeat"),
         HeartbeatStatus::Lost
     );
-    assert!(matches!(h.store.release(&stale).await, Err(Error::LeaseLost { .. })));
+    assert!(matches!(
+        h.store.release(&stale).await,
+        Err(Error::LeaseLost { .. })
+    ));
     assert!(h.store.result(None, "e-1").await.expect("result").is_none());
     assert_eq!(
         h.store.heartbeat(&fresh, LEASE).await.expect("heartbeat"),
@@ -385,7 +484,12 @@ async fn expired_lease_is_reclaimed_with_higher_token(kind: Kind) {
     );
     let done = h.store.complete(&fresh, ok(2)).await.expect("complete");
     assert_eq!(done.state, JobState::Succeeded);
-    let result = h.store.result(Some("acme"), "e-1").await.expect("result").expect("present");
+    let result = h
+        .store
+        .result(Some("acme"), "e-1")
+        .await
+        .expect("result")
+        .expect("present");
     assert_eq!(result.output, json!({ "answer": 2 }));
     // A heartbeat keeps a short lease alive past its original expiry.
     h.store.submit(job("e-2")).await.expect("submit");
@@ -401,7 +505,13 @@ async fn expired_lease_is_reclaimed_with_higher_token(kind: Kind) {
         let status = h.store.heartbeat(&kept, Duration::from_millis(150)).await;
         assert_eq!(status.expect("heartbeat"), HeartbeatStatus::Ok);
     }
-    assert!(h.store.claim("thief", 1, LEASE, None).await.expect("claim").is_empty());
+    assert!(
+        h.store
+            .claim("thief", 1, LEASE, None)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     h.store.complete(&kept, ok(3)).await.expect("complete");
     h.finish().await;
 }
@@ -418,10 +528,24 @@ async fn expired_lease_on_last_attempt_fails(kind: Kind) {
         .expect("claim");
     assert_eq!(lease.len(), 1);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(h.store.claim("w", 1, LEASE, None).await.expect("claim").is_empty());
-    let job = h.store.get(None, "x-1").await.expect("get").expect("present");
+    assert!(
+        h.store
+            .claim("w", 1, LEASE, None)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let job = h
+        .store
+        .get(None, "x-1")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error.as_ref().map(|e| e["code"].clone()), Some(json!("lease_expired")));
+    assert_eq!(
+        job.last_error.as_ref().map(|e| e["code"].clone()),
+        Some(json!("lease_expired"))
+    );
     assert!(job.finished_at.is_some());
     assert!(job.lease_owner.is_none());
     h.finish().await;
@@ -449,8 +573,26 @@ async fn retries_back_off_until_max_attempts(kind: Kind) {
             .expect("claimable after backoff");
         assert_eq!(lease.job.attempt, attempt);
         let before = now_ms();
-        let after = h.store.complete(&lease, fail(attempt)).await.expect("complete");
-        assert_eq!(after.last_error, Some(json!({ "code": "transient", "attempt": attempt })));
+        h.store
+            .set_progress(&lease, u64::from(attempt), 9, Some("working"))
+            .await
+            .expect("progress");
+        let after = h
+            .store
+            .complete(&lease, fail(attempt))
+            .await
+            .expect("complete");
+        let stored = h
+            .store
+            .get(None, "r-1")
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(after, stored);
+        assert_eq!(
+            after.last_error,
+            Some(json!({ "code": "transient", "attempt": attempt }))
+        );
         assert_eq!(after.usage, Some(json!({ "attempt": attempt })));
         if attempt < 3 {
             assert_eq!(after.state, JobState::Queued);
@@ -460,7 +602,13 @@ async fn retries_back_off_until_max_attempts(kind: Kind) {
             assert!(after.run_after <= now_ms() + nominal, "{after:?}");
             assert!(after.finished_at.is_none());
             // Not runnable during the backoff.
-            assert!(h.store.claim("w", 1, LEASE, None).await.expect("claim").is_empty());
+            assert!(
+                h.store
+                    .claim("w", 1, LEASE, None)
+                    .await
+                    .expect("claim")
+                    .is_empty()
+            );
             let wait = (after.run_after - now_ms()).max(0) as u64 + 20;
             tokio::time::sleep(Duration::from_millis(wait)).await;
         } else {
@@ -471,7 +619,13 @@ async fn retries_back_off_until_max_attempts(kind: Kind) {
     assert!(h.store.result(None, "r-1").await.expect("result").is_none());
     // A non-retryable failure ends the job at once.
     h.store.submit(job("r-2")).await.expect("submit");
-    let lease = h.store.claim("w", 1, LEASE, None).await.expect("claim").pop().expect("lease");
+    let lease = h
+        .store
+        .claim("w", 1, LEASE, None)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("lease");
     let done = h
         .store
         .complete(
@@ -503,24 +657,50 @@ async fn deadline_passed_times_out(kind: Kind) {
     let got = h.store.claim("w", 1, LEASE, None).await.expect("claim");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].job.id, "d-fine");
-    let job_late = h.store.get(None, "d-late").await.expect("get").expect("present");
+    let job_late = h
+        .store
+        .get(None, "d-late")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(job_late.state, JobState::TimedOut);
     assert_eq!(
         job_late.last_error.as_ref().map(|e| e["code"].clone()),
         Some(json!("deadline_exceeded"))
     );
     // A running job whose worker died and whose deadline then passed ends timed out.
-    let soon = h.store.claim("crashed", 1, Duration::from_millis(50), None).await.expect("claim");
+    let soon = h
+        .store
+        .claim("crashed", 1, Duration::from_millis(50), None)
+        .await
+        .expect("claim");
     assert_eq!(soon[0].job.id, "d-soon");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(h.store.claim("w", 1, LEASE, None).await.expect("claim").is_empty());
-    let job_soon = h.store.get(None, "d-soon").await.expect("get").expect("present");
+    assert!(
+        h.store
+            .claim("w", 1, LEASE, None)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let job_soon = h
+        .store
+        .get(None, "d-soon")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(job_soon.state, JobState::TimedOut);
     // TimedOut reported by the executor is terminal too.
     let fine = &got[0];
     let t = h
         .store
-        .complete(fine, Outcome::TimedOut { error: json!("slow"), usage: json!({}) })
+        .complete(
+            fine,
+            Outcome::TimedOut {
+                error: json!("slow"),
+                usage: json!({}),
+            },
+        )
         .await
         .expect("complete");
     assert_eq!(t.state, JobState::TimedOut);
@@ -539,18 +719,35 @@ async fn cancel_queued_running_finished(kind: Kind) {
     h.store.submit(fixed).await.expect("submit");
 
     assert_eq!(
-        h.store.cancel(Some("acme"), "k-queued").await.expect("cancel"),
+        h.store
+            .cancel(Some("acme"), "k-queued")
+            .await
+            .expect("cancel"),
         CancelOutcome::Cancelled
     );
-    let q = h.store.get(None, "k-queued").await.expect("get").expect("present");
+    let q = h
+        .store
+        .get(None, "k-queued")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(q.state, JobState::Cancelled);
     assert!(q.finished_at.is_some());
 
     let leases = h.store.claim("w", 10, LEASE, None).await.expect("claim");
     let ids: HashSet<&str> = leases.iter().map(|l| l.job.id.as_str()).collect();
-    assert!(!ids.contains("k-queued"), "a cancelled job is never claimed");
+    assert!(
+        !ids.contains("k-queued"),
+        "a cancelled job is never claimed"
+    );
     assert_eq!(ids.len(), 4);
-    let lease = |id: &str| leases.iter().find(|l| l.job.id == id).expect("lease").clone();
+    let lease = |id: &str| {
+        leases
+            .iter()
+            .find(|l| l.job.id == id)
+            .expect("lease")
+            .clone()
+    };
 
     let running = lease("k-running");
     assert_eq!(
@@ -567,7 +764,12 @@ async fn cancel_queued_running_finished(kind: Kind) {
     );
     let c = h
         .store
-        .complete(&running, Outcome::Cancelled { usage: json!({ "ms": 3 }) })
+        .complete(
+            &running,
+            Outcome::Cancelled {
+                usage: json!({ "ms": 3 }),
+            },
+        )
         .await
         .expect("complete");
     assert_eq!(c.state, JobState::Cancelled);
@@ -597,7 +799,12 @@ async fn cancel_queued_running_finished(kind: Kind) {
         CancelOutcome::Requested
     );
     h.store.release(&rel).await.expect("release");
-    let r = h.store.get(None, "k-release").await.expect("get").expect("present");
+    let r = h
+        .store
+        .get(None, "k-release")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(r.state, JobState::Cancelled);
     h.finish().await;
 }
@@ -606,7 +813,13 @@ async fn events_are_ordered(kind: Kind) {
     let h = Harness::new(kind).await;
     h.store.submit(job("ev-1")).await.expect("submit");
     h.store.submit(job("ev-other")).await.expect("submit");
-    let lease = h.store.claim("w", 1, LEASE, None).await.expect("claim").pop().expect("lease");
+    let lease = h
+        .store
+        .claim("w", 1, LEASE, None)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("lease");
     assert_eq!(lease.job.id, "ev-1");
     for i in 1..=3 {
         h.store
@@ -648,11 +861,20 @@ async fn events_are_ordered(kind: Kind) {
     assert_eq!(events[5].seq, log_seq);
     assert_eq!(events[4].data["message"], json!("step 3"));
     // Resuming after an id returns only the later events; limit caps a page.
-    let rest = h.store.events_since("ev-1", events[3].seq, 100).await.expect("events");
+    let rest = h
+        .store
+        .events_since("ev-1", events[3].seq, 100)
+        .await
+        .expect("events");
     assert_eq!(rest, events[4..].to_vec());
     let two = h.store.events_since("ev-1", 0, 2).await.expect("events");
     assert_eq!(two, events[..2].to_vec());
-    let job = h.store.get(None, "ev-1").await.expect("get").expect("present");
+    let job = h
+        .store
+        .get(None, "ev-1")
+        .await
+        .expect("get")
+        .expect("present");
     let progress = job.progress.expect("progress");
     assert_eq!((progress.done, progress.total), (3, 3));
     assert!(matches!(
@@ -670,10 +892,24 @@ async fn events_are_ordered(kind: Kind) {
 async fn progress_is_fenced(kind: Kind) {
     let h = Harness::new(kind).await;
     h.store.submit(job("pf-1")).await.expect("submit");
-    let lease = h.store.claim("w", 1, LEASE, None).await.expect("claim").pop().expect("lease");
+    let lease = h
+        .store
+        .claim("w", 1, LEASE, None)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("lease");
     let long = "é".repeat(2000);
-    h.store.set_progress(&lease, 1, 10, Some(&long)).await.expect("progress");
-    let job = h.store.get(None, "pf-1").await.expect("get").expect("present");
+    h.store
+        .set_progress(&lease, 1, 10, Some(&long))
+        .await
+        .expect("progress");
+    let job = h
+        .store
+        .get(None, "pf-1")
+        .await
+        .expect("get")
+        .expect("present");
     let message = job.progress.and_then(|p| p.message).expect("message");
     assert!(message.len() <= guestkit_store::MAX_PROGRESS_MESSAGE);
     assert!(long.starts_with(&message));
@@ -681,21 +917,41 @@ async fn progress_is_fenced(kind: Kind) {
     let late = h.store.set_progress(&lease, 2, 10, None).await;
     assert!(matches!(late, Err(Error::LeaseLost { .. })));
     let again = h.store.complete(&lease, ok(1)).await;
-    assert!(matches!(again, Err(Error::LeaseLost { .. })), "complete twice");
+    assert!(
+        matches!(again, Err(Error::LeaseLost { .. })),
+        "complete twice"
+    );
     h.finish().await;
 }
 
 async fn release_requeues_without_counting(kind: Kind) {
     let h = Harness::new(kind).await;
     h.store.submit(job("rl-1")).await.expect("submit");
-    let lease = h.store.claim("w", 1, LEASE, None).await.expect("claim").pop().expect("lease");
+    let lease = h
+        .store
+        .claim("w", 1, LEASE, None)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("lease");
     assert_eq!(lease.job.attempt, 1);
     h.store.release(&lease).await.expect("release");
-    let job = h.store.get(None, "rl-1").await.expect("get").expect("present");
+    let job = h
+        .store
+        .get(None, "rl-1")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.attempt, 0);
     assert!(job.lease_owner.is_none());
-    let again = h.store.claim("w2", 1, LEASE, None).await.expect("claim").pop().expect("lease");
+    let again = h
+        .store
+        .claim("w2", 1, LEASE, None)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("lease");
     assert_eq!(again.job.attempt, 1);
     assert!(again.token > lease.token);
     assert!(matches!(
@@ -709,7 +965,10 @@ async fn release_requeues_without_counting(kind: Kind) {
 async fn complete_batch_isolates_lost_leases(kind: Kind) {
     let h = Harness::new(kind).await;
     for i in 0..4 {
-        h.store.submit(job(&format!("cb-{i}"))).await.expect("submit");
+        h.store
+            .submit(job(&format!("cb-{i}")))
+            .await
+            .expect("submit");
     }
     let leases = h.store.claim("w", 4, LEASE, None).await.expect("claim");
     assert_eq!(leases.len(), 4);
@@ -725,7 +984,13 @@ async fn complete_batch_isolates_lost_leases(kind: Kind) {
     let counts = h.store.counts().await.expect("counts");
     assert_eq!(counts[&JobState::Succeeded], 3);
     assert_eq!(counts[&JobState::Queued], 1);
-    assert!(h.store.result(None, &leases[1].job.id).await.expect("r").is_none());
+    assert!(
+        h.store
+            .result(None, &leases[1].job.id)
+            .await
+            .expect("r")
+            .is_none()
+    );
     h.finish().await;
 }
 
@@ -745,10 +1010,17 @@ async fn survives_close_and_reopen(kind: Kind) {
     assert_eq!(after[&JobState::Succeeded], 5);
     assert_eq!(after[&JobState::Running], 5);
     assert_eq!(after[&JobState::Queued], 40);
-    let r = h.store.result(None, &leases[0].job.id).await.expect("result");
+    let r = h
+        .store
+        .result(None, &leases[0].job.id)
+        .await
+        .expect("result");
     assert_eq!(r.map(|r| r.output), Some(json!({ "answer": 9 })));
     // A lease taken before the restart is still valid afterwards.
-    h.store.complete(&running, ok(1)).await.expect("complete after reopen");
+    h.store
+        .complete(&running, ok(1))
+        .await
+        .expect("complete after reopen");
     // Migrating again is a no-op.
     h.store.migrate().await.expect("migrate twice");
     h.finish().await;
@@ -757,12 +1029,54 @@ async fn survives_close_and_reopen(kind: Kind) {
 async fn rejects_invalid_input(kind: Kind) {
     let h = Harness::new(kind).await;
     let cases: Vec<(guestkit_store::NewJob, &str)> = vec![
-        ({ let mut j = job(""); j.id.clear(); j }, "id"),
-        ({ let mut j = job("v"); j.tenant.clear(); j }, "tenant"),
-        ({ let mut j = job("v"); j.priority = 0; j }, "priority"),
-        ({ let mut j = job("v"); j.max_attempts = 0; j }, "max_attempts"),
-        ({ let mut j = job("v"); j.timeout_ms = u64::MAX; j }, "timeout_ms"),
-        ({ let mut j = job("v"); j.operation = "o".repeat(300); j }, "operation"),
+        (
+            {
+                let mut j = job("");
+                j.id.clear();
+                j
+            },
+            "id",
+        ),
+        (
+            {
+                let mut j = job("v");
+                j.tenant.clear();
+                j
+            },
+            "tenant",
+        ),
+        (
+            {
+                let mut j = job("v");
+                j.priority = 0;
+                j
+            },
+            "priority",
+        ),
+        (
+            {
+                let mut j = job("v");
+                j.max_attempts = 0;
+                j
+            },
+            "max_attempts",
+        ),
+        (
+            {
+                let mut j = job("v");
+                j.timeout_ms = u64::MAX;
+                j
+            },
+            "timeout_ms",
+        ),
+        (
+            {
+                let mut j = job("v");
+                j.operation = "o".repeat(300);
+                j
+            },
+            "operation",
+        ),
     ];
     for (j, field) in cases {
         match h.store.submit(j).await {
@@ -772,14 +1086,29 @@ async fn rejects_invalid_input(kind: Kind) {
     }
     assert!(matches!(
         h.store.claim("", 1, LEASE, None).await,
-        Err(Error::Invalid { field: "worker", .. })
+        Err(Error::Invalid {
+            field: "worker",
+            ..
+        })
     ));
     let many: Vec<String> = (0..100).map(|i| format!("op{i}")).collect();
     assert!(matches!(
         h.store.claim("w", 1, LEASE, Some(&many)).await,
-        Err(Error::Invalid { field: "operations", .. })
+        Err(Error::Invalid {
+            field: "operations",
+            ..
+        })
     ));
-    assert!(h.store.claim("w", 0, LEASE, None).await.expect("claim 0").is_empty());
-    assert_eq!(h.store.counts().await.expect("counts")[&JobState::Queued], 0);
+    assert!(
+        h.store
+            .claim("w", 0, LEASE, None)
+            .await
+            .expect("claim 0")
+            .is_empty()
+    );
+    assert_eq!(
+        h.store.counts().await.expect("counts")[&JobState::Queued],
+        0
+    );
     h.finish().await;
 }
