@@ -1,1 +1,125 @@
-fn main() {}
+//! Project automation.
+//!
+//! - `cargo xtask deps`: installs the tools the test fixtures are built with (Debian packages,
+//!   as root) and checks that PostgreSQL answers.
+//! - `cargo xtask test [ARGS...]`: `deps`, then the whole test suite (`cargo test --workspace`),
+//!   passing ARGS through to cargo test.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+/// Debian packages the fixture recipes use, with a command each provides (to skip apt when
+/// everything is there already).
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-utils", "qemu-img"),
+    ("fdisk", "sfdisk"),
+    ("util-linux", "losetup"),
+    ("e2fsprogs", "mke2fs"),
+    ("xfsprogs", "mkfs.xfs"),
+    ("btrfs-progs", "mkfs.btrfs"),
+    ("dosfstools", "mkfs.vfat"),
+    ("mtools", "mcopy"),
+    ("ntfs-3g", "mkntfs"),
+    ("lvm2", "pvcreate"),
+    ("python3", "python3"),
+    ("openssl", "openssl"),
+    ("gcc", "cc"),
+];
+/// Packages without a command to look for.
+const LIBRARIES: &[&str] = &["ntfs-3g-dev"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("deps") => deps(),
+        Some("test") => deps().and_then(|()| test(&args[1..])),
+        _ => Err("usage: cargo xtask deps | cargo xtask test [cargo test args...]".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn have_command(cmd: &str) -> bool {
+    ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]
+        .iter()
+        .any(|dir| std::path::Path::new(dir).join(cmd).exists())
+}
+
+fn have_package(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd.status().map_err(|e| format!("running {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn deps() -> Result<(), String> {
+    let mut missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, cmd)| !have_command(cmd))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    missing.extend(LIBRARIES.iter().copied().filter(|p| !have_package(p)));
+    if !missing.is_empty() {
+        eprintln!("xtask: installing {}", missing.join(" "));
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    ensure_postgres()
+}
+
+/// The store tests need a PostgreSQL; start the local cluster if it is installed but down.
+fn ensure_postgres() -> Result<(), String> {
+    if std::env::var_os("GUESTKIT_TEST_POSTGRES_URL").is_some() {
+        return Ok(());
+    }
+    let addr: SocketAddr = "127.0.0.1:5432".parse().expect("literal address");
+    let up = || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok();
+    if up() {
+        return Ok(());
+    }
+    eprintln!("xtask: PostgreSQL is not answering on 127.0.0.1:5432; trying to start it");
+    if let Ok(versions) = std::fs::read_dir("/etc/postgresql") {
+        for version in versions.flatten() {
+            let _ = Command::new("pg_ctlcluster")
+                .args(["--skip-systemctl-redirect"])
+                .arg(version.file_name())
+                .args(["main", "start"])
+                .status();
+        }
+    }
+    for _ in 0..30 {
+        if up() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err("PostgreSQL is needed by the store tests: run one on 127.0.0.1:5432 (user postgres, \
+         database test) or set GUESTKIT_TEST_POSTGRES_URL"
+        .into())
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args(["test", "--workspace"])
+        .args(extra))
+}

@@ -1,0 +1,508 @@
+//! Every filesystem image built by `tests/fixtures/recipes/fs-images.sh` read through this crate
+//! and compared with the manifest the recipe wrote from the source tree, and with blkid.
+
+use guestkit_block::{BlockSource, FileSource, MemSource, Window};
+use guestkit_fs::{Error, FileKind, Filesystem, FsType, MAX_READ, open, probe};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn fixtures() -> PathBuf {
+    guestkit_fixtures::build("fs-images")
+}
+
+/// One manifest line: path kind size mode uid gid nlink mtime sha256|target.
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: String,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    extra: String,
+}
+
+fn manifest(dir: &Path, name: &str) -> BTreeMap<String, Entry> {
+    let text = std::fs::read_to_string(dir.join(name)).expect("manifest");
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 9, "manifest line {l:?}");
+            (
+                f[0].to_owned(),
+                Entry {
+                    kind: f[1].to_owned(),
+                    size: f[2].parse().unwrap(),
+                    mode: u32::from_str_radix(f[3], 8).unwrap(),
+                    uid: f[4].parse().unwrap(),
+                    gid: f[5].parse().unwrap(),
+                    mtime: f[7].parse().unwrap(),
+                    extra: f[8].to_owned(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn blkid(image: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(format!("{}.blkid", image.display())).expect("blkid output");
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn sha256(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
+}
+
+fn open_file(image: &Path) -> Box<dyn Filesystem> {
+    let src: Arc<dyn BlockSource> = Arc::new(FileSource::open(image).expect("image"));
+    open(src).expect("open fs")
+}
+
+/// What each fs keeps of the tree.
+struct Caps {
+    links: bool,
+    owners: bool,
+    /// Granularity of stored mtimes in seconds; 0 when the recipe cannot set them.
+    mtime: i64,
+}
+
+/// Reads a whole file in pieces of `chunk` bytes through `read_file`.
+fn read_all(fs: &dyn Filesystem, path: &str, size: u64, chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut off = 0u64;
+    loop {
+        let piece = fs.read_file(path, off, chunk).expect("read_file");
+        if piece.is_empty() {
+            break;
+        }
+        off += piece.len() as u64;
+        out.extend_from_slice(&piece);
+        assert!(off <= size, "{path}: read past its size");
+    }
+    out
+}
+
+fn check_tree(image: &str, want_type: FsType, manifest_name: &str, caps: Caps) {
+    let dir = fixtures();
+    let image = dir.join(image);
+    let want = manifest(&dir, manifest_name);
+    let fs = open_file(&image);
+    assert_eq!(fs.fs_type(), want_type);
+    let ids = blkid(&image);
+    assert_eq!(
+        ids.get("TYPE").map(String::as_str),
+        Some(want_type.blkid_name())
+    );
+    assert_eq!(fs.label(), ids.get("LABEL").cloned(), "label");
+    assert_eq!(fs.uuid(), ids.get("UUID").cloned(), "uuid");
+
+    // Listings: every directory of the manifest lists exactly its children.
+    let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    children.insert("/".into(), BTreeSet::new());
+    for (path, e) in &want {
+        let (parent, name) = path.rsplit_once('/').unwrap();
+        let parent = if parent.is_empty() { "/" } else { parent };
+        children
+            .entry(parent.to_owned())
+            .or_default()
+            .insert(name.to_owned());
+        if e.kind == "dir" {
+            children.entry(path.clone()).or_default();
+        }
+    }
+    for (d, names) in &children {
+        let listing = fs.read_dir(d, 10_000).expect("read_dir");
+        assert!(!listing.truncated);
+        let got: BTreeSet<String> = listing.entries.iter().map(|e| e.name.clone()).collect();
+        let got: BTreeSet<String> = got
+            .into_iter()
+            .filter(|n| !(d == "/" && (n == "lost+found" || n.starts_with('$'))))
+            .collect();
+        assert_eq!(&got, names, "listing of {d}");
+        for entry in &listing.entries {
+            let path = if d == "/" {
+                format!("/{}", entry.name)
+            } else {
+                format!("{d}/{}", entry.name)
+            };
+            if let Some(w) = want.get(&path) {
+                let kind = match w.kind.as_str() {
+                    "dir" => FileKind::Dir,
+                    "symlink" => FileKind::Symlink,
+                    _ => FileKind::File,
+                };
+                assert_eq!(entry.kind, kind, "kind of {path} in listing");
+            }
+        }
+    }
+
+    // Every entry: metadata, content, link targets.
+    for (path, w) in &want {
+        let m = fs
+            .lstat(path)
+            .unwrap_or_else(|e| panic!("lstat {path}: {e}"));
+        match w.kind.as_str() {
+            "symlink" => {
+                assert!(caps.links);
+                assert_eq!(m.kind, FileKind::Symlink, "{path}");
+                assert_eq!(fs.read_link(path).expect("read_link"), w.extra, "{path}");
+            }
+            "dir" => assert_eq!(m.kind, FileKind::Dir, "{path}"),
+            _ => {
+                assert_eq!(m.kind, FileKind::File, "{path}");
+                assert_eq!(m.size, w.size, "size of {path}");
+                let whole = fs.read_file(path, 0, MAX_READ).expect("read_file");
+                assert_eq!(sha256(&whole), w.extra, "content of {path}");
+                if w.size > 100_000 {
+                    // Odd-sized ranges cross every block boundary.
+                    assert_eq!(read_all(&*fs, path, w.size, 65_537), whole, "ranged {path}");
+                    let mid = fs.read_file(path, 1_000_003, 77_777).expect("range");
+                    assert_eq!(mid, whole[1_000_003..1_000_003 + 77_777], "range of {path}");
+                }
+                let past = fs.read_file(path, w.size + 10, 10).expect("read past end");
+                assert!(past.is_empty());
+            }
+        }
+        if w.kind != "symlink" {
+            if caps.owners {
+                assert_eq!(
+                    (m.mode, m.uid, m.gid),
+                    (w.mode, w.uid, w.gid),
+                    "owner/mode of {path}"
+                );
+            }
+            if caps.mtime > 0 {
+                assert_eq!(m.mtime, w.mtime - w.mtime % caps.mtime, "mtime of {path}");
+            }
+        }
+    }
+
+    if caps.links {
+        // Symlinks are followed in the middle and at the end of paths, relative and absolute.
+        assert_eq!(
+            fs.read_file("/link-rel", 0, 100).unwrap(),
+            b"hello, world\n"
+        );
+        assert_eq!(
+            fs.read_file("/etc/link-up", 0, 100).unwrap(),
+            b"hello, world\n"
+        );
+        assert_eq!(
+            fs.read_file("/link-abs", 0, 100).unwrap(),
+            b"guest-under-test\n"
+        );
+        assert_eq!(
+            fs.read_file("/link-dir/d/e/f/g/h/deep.txt", 0, 100)
+                .unwrap(),
+            b"deep file\n"
+        );
+        assert_eq!(
+            fs.read_file("/link-dir-abs/e/../e/f/g/h/deep.txt", 0, 100)
+                .unwrap(),
+            b"deep file\n"
+        );
+        assert_eq!(fs.stat("/link-dir").unwrap().kind, FileKind::Dir);
+        assert!(matches!(fs.stat("/loop1"), Err(Error::TooManySymlinks(_))));
+        assert_eq!(
+            fs.read_file("/etc/hardlink.txt", 0, 100).unwrap(),
+            b"hello, world\n"
+        );
+    }
+    // `..` is lexical and stops at the root.
+    assert_eq!(
+        fs.read_file("/../../etc/../hello.txt", 0, 100).unwrap(),
+        b"hello, world\n"
+    );
+    assert!(matches!(fs.stat("/nope"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        fs.read_dir("/hello.txt", 10),
+        Err(Error::NotADirectory(_))
+    ));
+    assert!(matches!(
+        fs.read_file("/etc", 0, 10),
+        Err(Error::NotAFile(_))
+    ));
+    assert!(matches!(
+        fs.read_file("/hello.txt", 0, MAX_READ + 1),
+        Err(Error::Limit(_))
+    ));
+    assert!(fs.stat("relative").is_err());
+    let cut = fs.read_dir("/many", 10).unwrap();
+    assert!(cut.truncated);
+    assert_eq!(cut.entries.len(), 10);
+}
+
+const ALL: Caps = Caps {
+    links: true,
+    owners: true,
+    mtime: 1,
+};
+const FAT: Caps = Caps {
+    links: false,
+    owners: false,
+    mtime: 2,
+};
+
+#[test]
+fn ext2_tree() {
+    check_tree("ext2.img", FsType::Ext2, "tree.manifest", ALL);
+}
+#[test]
+fn ext3_tree() {
+    check_tree("ext3.img", FsType::Ext3, "tree.manifest", ALL);
+}
+#[test]
+fn ext4_tree() {
+    check_tree("ext4.img", FsType::Ext4, "tree.manifest", ALL);
+}
+#[test]
+fn fat12_tree() {
+    check_tree("fat12.img", FsType::Fat12, "tree-fat.manifest", FAT);
+}
+#[test]
+fn fat16_tree() {
+    check_tree("fat16.img", FsType::Fat16, "tree-fat.manifest", FAT);
+}
+#[test]
+fn fat32_tree() {
+    check_tree("fat32.img", FsType::Fat32, "tree-fat.manifest", FAT);
+}
+/// Four allocation groups, so inode numbers and extents in AGs other than 0 are exercised.
+#[test]
+fn xfs_tree_multi_ag() {
+    // mkfs.xfs -p stamps every inode with the time of mkfs, not the tree's mtimes.
+    let caps = Caps {
+        links: true,
+        owners: true,
+        mtime: 0,
+    };
+    check_tree("xfs.img", FsType::Xfs, "tree.manifest", caps);
+    let image = fixtures().join("xfs.img");
+    let sb = std::fs::read(&image).unwrap();
+    let (inopblog, agblklog) = (u32::from(sb[123]), u32::from(sb[124]));
+    let fs = open_file(&image);
+    let mut ags = BTreeSet::new();
+    for d in [
+        "/", "/a", "/a/b/c/d", "/etc", "/home", "/many", "/unicode", "/usr/bin",
+    ] {
+        for e in fs.read_dir(d, 1000).unwrap().entries {
+            ags.insert(e.inode >> (agblklog + inopblog));
+        }
+    }
+    assert!(ags.len() > 1, "all inodes in one AG: {ags:?}");
+    // The protofile cannot set times: mkfs stamped "now", which is after the tree was made.
+    let mtime = fs.stat("/hello.txt").unwrap().mtime;
+    let made = std::fs::metadata(&image).unwrap().modified().unwrap();
+    let made = made
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (made - 600..=made + 1).contains(&mtime),
+        "mtime {mtime}, image written {made}"
+    );
+}
+
+#[test]
+fn btrfs_subvolume_by_path() {
+    let src: Arc<dyn BlockSource> =
+        Arc::new(FileSource::open(&fixtures().join("btrfs.img")).unwrap());
+    // The installed mkfs.btrfs cannot make subvolumes without mounting: only the refusal of a
+    // plain directory and of a missing path can be checked here.
+    assert!(guestkit_fs::open_btrfs_subvolume(src.clone(), "/etc").is_err());
+    assert!(guestkit_fs::open_btrfs_subvolume(src.clone(), "/nope").is_err());
+    let ext4: Arc<dyn BlockSource> =
+        Arc::new(FileSource::open(&fixtures().join("ext4.img")).unwrap());
+    assert!(matches!(
+        guestkit_fs::open_btrfs_subvolume(ext4, "/"),
+        Err(Error::Unsupported(_))
+    ));
+}
+
+#[test]
+fn btrfs_tree() {
+    // lambutter does not expose inode times.
+    check_tree(
+        "btrfs.img",
+        FsType::Btrfs,
+        "tree.manifest",
+        Caps {
+            links: true,
+            owners: true,
+            mtime: 0,
+        },
+    );
+}
+
+#[test]
+fn ntfs_tree() {
+    check_tree(
+        "ntfs.img",
+        FsType::Ntfs,
+        "tree.manifest",
+        Caps {
+            links: true,
+            owners: false,
+            mtime: 0,
+        },
+    );
+}
+
+#[test]
+fn probe_names_every_image() {
+    let dir = fixtures();
+    for (img, t) in [
+        ("ext2.img", FsType::Ext2),
+        ("ext3.img", FsType::Ext3),
+        ("ext4.img", FsType::Ext4),
+        ("xfs.img", FsType::Xfs),
+        ("btrfs.img", FsType::Btrfs),
+        ("fat12.img", FsType::Fat12),
+        ("fat16.img", FsType::Fat16),
+        ("fat32.img", FsType::Fat32),
+        ("ntfs.img", FsType::Ntfs),
+    ] {
+        let src = FileSource::open(&dir.join(img)).unwrap();
+        assert_eq!(probe(&src).unwrap(), Some(t), "{img}");
+        assert_eq!(
+            blkid(&dir.join(img)).get("TYPE").map(String::as_str),
+            Some(t.blkid_name())
+        );
+    }
+    assert_eq!(probe(&MemSource(vec![0; 1 << 20])).unwrap(), None);
+    assert_eq!(probe(&MemSource(vec![])).unwrap(), None);
+}
+
+#[test]
+fn swap_and_lvm_are_recognised_not_opened() {
+    let mut swap = vec![0u8; 64 * 1024];
+    swap[4096 - 10..4096].copy_from_slice(b"SWAPSPACE2");
+    assert_eq!(probe(&MemSource(swap.clone())).unwrap(), Some(FsType::Swap));
+    assert!(matches!(
+        open(Arc::new(MemSource(swap))),
+        Err(Error::Unsupported(_))
+    ));
+    let mut pv = vec![0u8; 64 * 1024];
+    pv[512..520].copy_from_slice(b"LABELONE");
+    pv[512 + 24..512 + 32].copy_from_slice(b"LVM2 001");
+    assert_eq!(probe(&MemSource(pv.clone())).unwrap(), Some(FsType::LvmPv));
+    assert!(matches!(
+        open(Arc::new(MemSource(pv))),
+        Err(Error::Unsupported(_))
+    ));
+}
+
+/// Each filesystem inside a "partition": a window at a nonzero offset of a bigger device.
+#[test]
+fn opens_inside_a_window() {
+    let dir = fixtures();
+    for img in ["ext4.img", "fat16.img", "ntfs.img", "xfs.img", "btrfs.img"] {
+        let bytes = std::fs::read(dir.join(img)).unwrap();
+        let start = 1024 * 1024;
+        let mut disk = vec![0xA5u8; start];
+        disk.extend_from_slice(&bytes);
+        disk.extend_from_slice(&[0x5A; 4096]);
+        let win = Window::new(MemSource(disk), start as u64, bytes.len() as u64).unwrap();
+        let fs = open(Arc::new(win)).unwrap_or_else(|e| panic!("{img}: {e}"));
+        assert_eq!(
+            fs.read_file("/hello.txt", 0, 100).unwrap(),
+            b"hello, world\n",
+            "{img}"
+        );
+    }
+}
+
+/// Damaged images give errors (or, where the damage misses what is read, data), never a panic,
+/// hang or huge allocation.
+#[test]
+fn corrupt_images_fail_cleanly() {
+    let dir = fixtures();
+    for img in [
+        "ext2.img",
+        "ext4.img",
+        "fat12.img",
+        "fat32.img",
+        "ntfs.img",
+        "xfs.img",
+        "btrfs.img",
+    ] {
+        let bytes = std::fs::read(dir.join(img)).unwrap();
+        // Truncated to a quarter.
+        let _ = walk(MemSource(bytes[..bytes.len() / 4].to_vec()));
+        // Random bytes over the first 256 KiB of metadata, several seeds.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for round in 0..6 {
+            let mut b = bytes.clone();
+            for _ in 0..2000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let at = (seed as usize) % (256 * 1024);
+                b[at] = (seed >> 32) as u8;
+            }
+            let _ = walk(MemSource(b));
+            // Zeroed superblock region.
+            let mut z = bytes.clone();
+            let (from, to) = [
+                (1024, 2048),
+                (0, 512),
+                (0x10000, 0x20000),
+                (0, 8192),
+                (4096, 65536),
+                (1024, 1100),
+            ][round];
+            z[from..to].fill(0);
+            let _ = walk(MemSource(z));
+        }
+    }
+}
+
+/// Opens and walks a whole tree, bounded, returning the first error.
+fn walk(src: MemSource) -> Result<usize, Error> {
+    let started = std::time::Instant::now();
+    let r = walk_inner(src);
+    eprintln!(
+        "walk: {:?} in {:?}",
+        r.as_ref().map_err(ToString::to_string),
+        started.elapsed()
+    );
+    r
+}
+
+fn walk_inner(src: MemSource) -> Result<usize, Error> {
+    let fs = open(Arc::new(src))?;
+    let mut stack = vec!["/".to_owned()];
+    let mut seen = 0;
+    while let Some(d) = stack.pop() {
+        if seen > 5000 {
+            break;
+        }
+        for e in fs.read_dir(&d, 1000)?.entries {
+            seen += 1;
+            let p = if d == "/" {
+                format!("/{}", e.name)
+            } else {
+                format!("{d}/{}", e.name)
+            };
+            match e.kind {
+                // Corruption can make a directory its own descendant: the tree is 9 deep.
+                FileKind::Dir if p.matches('/').count() < 12 => stack.push(p),
+                FileKind::Dir => {}
+                FileKind::File => {
+                    let _ = fs.read_file(&p, 0, 1 << 20);
+                }
+                FileKind::Symlink => {
+                    let _ = fs.read_link(&p);
+                    let _ = fs.stat(&p);
+                }
+                FileKind::Other => {}
+            }
+        }
+    }
+    Ok(seen)
+}
