@@ -28,7 +28,13 @@ fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&handlers)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for crate_name in BUILTINS {
         cmd.args(["-p", crate_name]);
@@ -45,7 +51,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo for the built-in handlers");
+    let status = cmd
+        .status()
+        .expect("running cargo for the built-in handlers");
     if !status.success() {
         panic!(
             "building the built-in handlers failed (is the wasm32-wasip2 target installed? \
@@ -62,10 +70,13 @@ fn main() {
             .join("wasm32-wasip2/release")
             .join(format!("{}.wasm", name.replace('-', "_")));
         let dest = out.join(format!("{name}.wasm"));
-        std::fs::copy(&wasm, &dest)
-            .unwrap_or_else(|e| panic!("copying {}: {e}", wasm.display()));
-        writeln!(code, "    ({name:?}, include_bytes!({:?})),", dest.display())
-            .expect("writing to a String");
+        std::fs::copy(&wasm, &dest).unwrap_or_else(|e| panic!("copying {}: {e}", wasm.display()));
+        writeln!(
+            code,
+            "    ({name:?}, include_bytes!({:?})),",
+            dest.display()
+        )
+        .expect("writing to a String");
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtin.rs"), code).expect("writing builtin.rs");

@@ -174,7 +174,10 @@ mod tests {
             self.0.lock().unwrap().push(format!("{level}:{message}"));
         }
         fn progress(&self, done: u64, total: u64, message: &str) {
-            self.0.lock().unwrap().push(format!("{done}/{total}:{message}"));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{done}/{total}:{message}"));
         }
     }
 

@@ -3,7 +3,9 @@
 
 use crate::limits::{JobLimiter, JobLimits};
 use anyhow::{Context, Result};
-use guestkit_host_api::{HandlerError, HandlerInfo, HandlerPre, HostCtx, Job, Observer, ReportLimits};
+use guestkit_host_api::{
+    HandlerError, HandlerInfo, HandlerPre, HostCtx, Job, Observer, ReportLimits,
+};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -165,7 +167,9 @@ pub enum JobFailure {
     },
     /// A single value passed between handler and host (the output, a log line, an argument)
     /// was larger than the per-transfer limit; the host refused to copy it.
-    #[error("a value passed between the handler and the host exceeded the transfer limit of {limit} bytes")]
+    #[error(
+        "a value passed between the handler and the host exceeded the transfer limit of {limit} bytes"
+    )]
     TransferTooLarge {
         /// The per-transfer limit.
         limit: u64,
@@ -249,7 +253,9 @@ impl Sandbox {
             .epoch_interruption(true)
             .max_wasm_stack(config.max_wasm_stack)
             .wasm_component_model(true);
-        let engine = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = wasmtime::Engine::new(&cfg)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -388,11 +394,8 @@ impl Sandbox {
     pub async fn describe(&self, pre: &HandlerPre<InstanceState>) -> Result<HandlerInfo> {
         let limits = crate::limits::describe_limits();
         let cancel = CancelToken::new();
-        let (mut store, stderr) = self.new_store(
-            Arc::new(guestkit_host_api::NullObserver),
-            &limits,
-            &cancel,
-        )?;
+        let (mut store, stderr) =
+            self.new_store(Arc::new(guestkit_host_api::NullObserver), &limits, &cancel)?;
         let call = async {
             let handler = pre.instantiate_async(&mut store).await?;
             handler.call_describe(&mut store).await

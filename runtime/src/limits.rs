@@ -85,10 +85,7 @@ impl wasmtime::ResourceLimiter for JobLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .current
-            .saturating_sub(current)
-            .saturating_add(desired);
+        let total = self.current.saturating_sub(current).saturating_add(desired);
         if total > self.memory_limit {
             self.refused = Some(self.refused.map_or(total, |r| r.max(total)));
             return Ok(false);

@@ -57,7 +57,10 @@ pub fn grant_images(images: &[PathBuf]) -> Result<Vec<String>> {
             .and_then(|n| n.to_str())
             .with_context(|| format!("image {}: file name is not UTF-8", path.display()))?;
         if names.iter().any(|n| n == name) {
-            bail!("image {}: another granted image has the same file name", path.display());
+            bail!(
+                "image {}: another granted image has the same file name",
+                path.display()
+            );
         }
         names.push(name.to_string());
     }
@@ -65,7 +68,10 @@ pub fn grant_images(images: &[PathBuf]) -> Result<Vec<String>> {
 }
 
 /// Resolves the handler and runs the job once; returns the handler used and the report.
-pub async fn run(sandbox: &Arc<Sandbox>, job: &LocalJob) -> Result<(Arc<LoadedHandler>, RunReport)> {
+pub async fn run(
+    sandbox: &Arc<Sandbox>,
+    job: &LocalJob,
+) -> Result<(Arc<LoadedHandler>, RunReport)> {
     let images = grant_images(&job.images)?;
     let (handler, operation) = match &job.handler_file {
         Some(path) => {
@@ -134,10 +140,15 @@ pub async fn run(sandbox: &Arc<Sandbox>, job: &LocalJob) -> Result<(Arc<LoadedHa
 pub async fn load_file(sandbox: &Arc<Sandbox>, path: &Path) -> Result<Arc<LoadedHandler>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let digest = crate::engine::digest(&bytes);
-    registry::load(sandbox, bytes, digest, HandlerSource::File(path.to_path_buf()))
-        .await
-        .with_context(|| format!("loading {}", path.display()))
-        .map(Arc::new)
+    registry::load(
+        sandbox,
+        bytes,
+        digest,
+        HandlerSource::File(path.to_path_buf()),
+    )
+    .await
+    .with_context(|| format!("loading {}", path.display()))
+    .map(Arc::new)
 }
 
 /// The report as the CLI prints it.

@@ -100,8 +100,9 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
 
 async fn run(sandbox: &std::sync::Arc<Sandbox>, args: RunArgs) -> Result<ExitCode> {
     let payload_text = match args.payload.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("--payload: reading {path}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("--payload: reading {path}"))?
+        }
         None => args.payload.clone(),
     };
     let payload = serde_json::from_str(&payload_text).context("--payload: not valid JSON")?;
@@ -110,7 +111,9 @@ async fn run(sandbox: &std::sync::Arc<Sandbox>, args: RunArgs) -> Result<ExitCod
         limits.fuel = fuel;
     }
     if let Some(mib) = args.memory_mib {
-        limits.memory_bytes = mib.checked_mul(1 << 20).context("--memory-mib: too large")?;
+        limits.memory_bytes = mib
+            .checked_mul(1 << 20)
+            .context("--memory-mib: too large")?;
     }
     if let Some(secs) = args.timeout {
         limits.wall_clock = Duration::try_from_secs_f64(secs)

@@ -309,7 +309,11 @@ impl Registry {
         };
         match result {
             Ok(handler) => {
-                let verb = if previous.is_some() { "replaced" } else { "loaded" };
+                let verb = if previous.is_some() {
+                    "replaced"
+                } else {
+                    "loaded"
+                };
                 tracing::info!(
                     path = %path.display(),
                     name = %handler.meta.name,
@@ -358,7 +362,9 @@ impl Registry {
                     error: error.clone(),
                 });
             }
-            let Some(handler) = &file.loaded else { continue };
+            let Some(handler) = &file.loaded else {
+                continue;
+            };
             let taken: Vec<&String> = handler
                 .meta
                 .operations
@@ -415,12 +421,13 @@ impl Registry {
             return Ok(None);
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.send(());
-            }
-        })
-        .context("creating the handlers directory watcher")?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            })
+            .context("creating the handlers directory watcher")?;
         watcher
             .watch(&dir, notify::RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", dir.display()))?;
@@ -442,7 +449,9 @@ impl Registry {
                     }
                     Err(_) => {}
                 }
-                let Some(registry) = registry.upgrade() else { break };
+                let Some(registry) = registry.upgrade() else {
+                    break;
+                };
                 if let Err(e) = registry.rescan().await {
                     tracing::error!(error = %format!("{e:#}"), "rescanning handlers directory");
                 }

@@ -37,7 +37,11 @@ fn run_echo_with_an_image_prints_the_result() {
         "--image",
         image.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = stdout_json(&out);
     assert_eq!(doc["status"], "succeeded");
     assert_eq!(doc["output"]["echo"]["hello"], "world");
@@ -66,7 +70,11 @@ fn run_a_not_installed_component_and_report_its_failure() {
     assert_eq!(doc["error"]["retryable"], true);
 
     let payload_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(payload_file.path(), r#"{"kind":"invalid-input","message":"bad field x"}"#).unwrap();
+    std::fs::write(
+        payload_file.path(),
+        r#"{"kind":"invalid-input","message":"bad field x"}"#,
+    )
+    .unwrap();
     let out = worker(&[
         "run",
         "--handler",
@@ -84,19 +92,43 @@ fn run_a_not_installed_component_and_report_its_failure() {
 #[test]
 fn bad_invocations_get_a_clear_message_and_exit_2() {
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "-o", "echo", "--payload", "{not json"], "--payload: not valid JSON"),
-        (&["run", "-o", "no-such-op"], "no handler serves operation 'no-such-op'"),
-        (&["run", "-o", "echo", "--image", "/nonexistent/disk.img"], "image /nonexistent/disk.img"),
-        (&["run", "-o", "echo", "--image", "/dev/null"], "not a regular file"),
-        (&["run", "-o", "echo", "--timeout=-1"], "--timeout: must be a positive"),
-        (&["run", "-o", "echo", "--timeout", "0"], "--timeout: must be a positive"),
+        (
+            &["run", "-o", "echo", "--payload", "{not json"],
+            "--payload: not valid JSON",
+        ),
+        (
+            &["run", "-o", "no-such-op"],
+            "no handler serves operation 'no-such-op'",
+        ),
+        (
+            &["run", "-o", "echo", "--image", "/nonexistent/disk.img"],
+            "image /nonexistent/disk.img",
+        ),
+        (
+            &["run", "-o", "echo", "--image", "/dev/null"],
+            "not a regular file",
+        ),
+        (
+            &["run", "-o", "echo", "--timeout=-1"],
+            "--timeout: must be a positive",
+        ),
+        (
+            &["run", "-o", "echo", "--timeout", "0"],
+            "--timeout: must be a positive",
+        ),
         (&["run"], "--operation is required"),
-        (&["run", "--handler", "/nonexistent.wasm"], "reading /nonexistent.wasm"),
+        (
+            &["run", "--handler", "/nonexistent.wasm"],
+            "reading /nonexistent.wasm",
+        ),
     ];
     for (args, expected) in cases {
         let out = worker(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
     }
 }

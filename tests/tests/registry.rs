@@ -38,14 +38,19 @@ async fn wait_until(registry: &Registry, what: &str, check: impl Fn(&Registry) -
     let mut changes = registry.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !check(registry) {
-        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
             panic!("timed out waiting for: {what}");
         }
     }
 }
 
 async fn run_version(registry: &Registry, op: &str, sleep_ms: u64) -> Result<String, String> {
-    let handler = registry.get(op).ok_or_else(|| format!("no handler for {op}"))?;
+    let handler = registry
+        .get(op)
+        .ok_or_else(|| format!("no handler for {op}"))?;
     let report = sandbox()
         .run(
             handler.pre(),
@@ -68,7 +73,10 @@ async fn hot_reload_add_replace_remove_while_jobs_run() {
     let registry = registry(dir.path()).await;
     let _watch = registry.watch(Duration::from_secs(3600)).unwrap();
     assert!(registry.get("versioned").is_none());
-    assert!(registry.get("echo").is_some(), "built-ins serve from the start");
+    assert!(
+        registry.get("echo").is_some(),
+        "built-ins serve from the start"
+    );
 
     // Add.
     install_atomically(&v1, dir.path(), "versioned.wasm");
@@ -79,7 +87,9 @@ async fn hot_reload_add_replace_remove_while_jobs_run() {
     let mut in_flight = Vec::new();
     for _ in 0..8 {
         let r = registry.clone();
-        in_flight.push(tokio::spawn(async move { run_version(&r, "versioned", 1500).await }));
+        in_flight.push(tokio::spawn(async move {
+            run_version(&r, "versioned", 1500).await
+        }));
     }
     // A steady stream of short jobs, recording every version seen and every failure.
     let stop = Arc::new(AtomicBool::new(false));
@@ -105,7 +115,11 @@ async fn hot_reload_add_replace_remove_while_jobs_run() {
 
     // Replace in place (truncate + write, like `cp` over the file): whatever partial state
     // the watcher sees, the operation keeps being served.
-    std::fs::write(dir.path().join("versioned.wasm"), std::fs::read(&v3).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("versioned.wasm"),
+        std::fs::read(&v3).unwrap(),
+    )
+    .unwrap();
     wait_until(&registry, "v3 serving", |r| {
         r.get("versioned").is_some_and(|h| h.meta.version == "3")
     })
@@ -123,7 +137,10 @@ async fn hot_reload_add_replace_remove_while_jobs_run() {
     assert!(run_version(&registry, "versioned", 0).await.is_err());
 
     let failures: Vec<_> = seen.iter().filter(|r| r.is_err()).collect();
-    assert!(failures.is_empty(), "jobs failed during reload: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "jobs failed during reload: {failures:?}"
+    );
     let versions: Vec<&str> = seen.iter().map(|r| r.as_deref().unwrap()).collect();
     let mut ordered = versions.clone();
     ordered.sort();
@@ -136,10 +153,20 @@ async fn hot_reload_add_replace_remove_while_jobs_run() {
 #[tokio::test]
 async fn broken_handlers_are_reported_and_never_stop_the_worker() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("garbage.wasm"), b"\0asm definitely not a component").unwrap();
+    std::fs::write(
+        dir.path().join("garbage.wasm"),
+        b"\0asm definitely not a component",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("empty.wasm"), b"").unwrap();
     std::fs::copy(
-        component("versioned", &[("GK_TEST_DESCRIBE", "loop"), ("GK_TEST_OPERATION", "looping")]),
+        component(
+            "versioned",
+            &[
+                ("GK_TEST_DESCRIBE", "loop"),
+                ("GK_TEST_OPERATION", "looping"),
+            ],
+        ),
         dir.path().join("loops-in-describe.wasm"),
     )
     .unwrap();
@@ -151,13 +178,25 @@ async fn broken_handlers_are_reported_and_never_stop_the_worker() {
     let errors: Vec<(String, String)> = snapshot
         .errors
         .iter()
-        .map(|e| (e.path.file_name().unwrap().to_string_lossy().into_owned(), e.error.clone()))
+        .map(|e| {
+            (
+                e.path.file_name().unwrap().to_string_lossy().into_owned(),
+                e.error.clone(),
+            )
+        })
         .collect();
     assert_eq!(errors.len(), 3, "{errors:?}");
-    assert!(errors.iter().any(|(f, e)| f == "garbage.wasm" && e.contains("compiling")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|(f, e)| f == "garbage.wasm" && e.contains("compiling")),
+        "{errors:?}"
+    );
     assert!(errors.iter().any(|(f, _)| f == "empty.wasm"), "{errors:?}");
     assert!(
-        errors.iter().any(|(f, e)| f == "loops-in-describe.wasm" && e.contains("describe() failed")),
+        errors
+            .iter()
+            .any(|(f, e)| f == "loops-in-describe.wasm" && e.contains("describe() failed")),
         "{errors:?}"
     );
     assert!(registry.get("looping").is_none());
@@ -172,9 +211,17 @@ async fn an_operation_is_served_by_one_handler_and_conflicts_are_reported() {
     install_atomically(&versioned("2"), dir.path(), "b.wasm");
     let registry = registry(dir.path()).await;
     let snapshot = registry.snapshot();
-    assert_eq!(snapshot.get("versioned").unwrap().meta.version, "1", "first by file name wins");
+    assert_eq!(
+        snapshot.get("versioned").unwrap().meta.version,
+        "1",
+        "first by file name wins"
+    );
     assert_eq!(snapshot.errors.len(), 1);
-    assert!(snapshot.errors[0].error.contains("already served by"), "{:?}", snapshot.errors);
+    assert!(
+        snapshot.errors[0].error.contains("already served by"),
+        "{:?}",
+        snapshot.errors
+    );
 
     // Remove the winner: the other takes over on the next scan, without recompiling.
     std::fs::remove_file(dir.path().join("a.wasm")).unwrap();
@@ -189,14 +236,24 @@ async fn a_directory_handler_overrides_a_builtin_and_renames_do_not_recompile() 
     let registry = registry(dir.path()).await;
     assert_eq!(registry.get("echo").unwrap().meta.name, "guestkit.echo");
 
-    let custom = component("versioned", &[("GK_TEST_OPERATION", "echo"), ("GK_TEST_VERSION", "9")]);
+    let custom = component(
+        "versioned",
+        &[("GK_TEST_OPERATION", "echo"), ("GK_TEST_VERSION", "9")],
+    );
     install_atomically(&custom, dir.path(), "my-echo.wasm");
     registry.rescan().await.unwrap();
     let served = registry.get("echo").unwrap();
-    assert_eq!((served.meta.name.as_str(), served.meta.version.as_str()), ("test.versioned", "9"));
+    assert_eq!(
+        (served.meta.name.as_str(), served.meta.version.as_str()),
+        ("test.versioned", "9")
+    );
 
     // Same bytes under a new name: same digest, same compiled handler.
-    std::fs::rename(dir.path().join("my-echo.wasm"), dir.path().join("renamed.wasm")).unwrap();
+    std::fs::rename(
+        dir.path().join("my-echo.wasm"),
+        dir.path().join("renamed.wasm"),
+    )
+    .unwrap();
     registry.rescan().await.unwrap();
     let renamed = registry.get("echo").unwrap();
     assert_eq!(renamed.digest, served.digest);
@@ -204,7 +261,11 @@ async fn a_directory_handler_overrides_a_builtin_and_renames_do_not_recompile() 
 
     std::fs::remove_file(dir.path().join("renamed.wasm")).unwrap();
     registry.rescan().await.unwrap();
-    assert_eq!(registry.get("echo").unwrap().meta.name, "guestkit.echo", "built-in is back");
+    assert_eq!(
+        registry.get("echo").unwrap().meta.name,
+        "guestkit.echo",
+        "built-in is back"
+    );
 }
 
 #[tokio::test]
@@ -222,8 +283,13 @@ async fn the_compile_cache_is_keyed_by_digest_and_survives_corruption() {
     let load = |sb: Arc<Sandbox>, bytes: Vec<u8>| {
         let digest = guestkit_worker::engine::digest(&bytes);
         async move {
-            guestkit_worker::registry::load(&sb, bytes, digest, HandlerSource::Builtin("echo".into()))
-                .await
+            guestkit_worker::registry::load(
+                &sb,
+                bytes,
+                digest,
+                HandlerSource::Builtin("echo".into()),
+            )
+            .await
         }
     };
     load(sb.clone(), bytes.clone()).await.unwrap();

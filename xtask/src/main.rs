@@ -112,9 +112,11 @@ fn ensure_postgres() -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    Err("PostgreSQL is needed by the store tests: run one on 127.0.0.1:5432 (user postgres, \
+    Err(
+        "PostgreSQL is needed by the store tests: run one on 127.0.0.1:5432 (user postgres, \
          database test) or set GUESTKIT_TEST_POSTGRES_URL"
-        .into())
+            .into(),
+    )
 }
 
 fn test(extra: &[String]) -> Result<(), String> {

@@ -158,7 +158,9 @@ pub struct Window<S> {
 impl<S: BlockSource> Window<S> {
     /// A view of `len` bytes of `inner` starting at `start`; fails if it does not fit.
     pub fn new(inner: S, start: u64, len: u64) -> Result<Self> {
-        let fits = start.checked_add(len).is_some_and(|end| end <= inner.size());
+        let fits = start
+            .checked_add(len)
+            .is_some_and(|end| end <= inner.size());
         if !fits {
             return Err(Error::OutOfRange {
                 offset: start,

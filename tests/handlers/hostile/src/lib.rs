@@ -85,7 +85,10 @@ impl Handler for Hostile {
                 data: "this is not json".into(),
             }),
             "hostile.error" => {
-                let message = payload["message"].as_str().unwrap_or("no message").to_string();
+                let message = payload["message"]
+                    .as_str()
+                    .unwrap_or("no message")
+                    .to_string();
                 Err(match payload["kind"].as_str() {
                     Some("invalid-input") => HandlerError::InvalidInput(message),
                     Some("unsupported") => HandlerError::Unsupported(message),
