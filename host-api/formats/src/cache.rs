@@ -63,6 +63,49 @@ impl<T> TableCache<T> {
     }
 }
 
+/// The most recently decompressed cluster or grain, so sequential small reads inside one
+/// compressed unit decompress it once (qcow2 compressed clusters, VMDK compressed grains).
+pub struct LastDecoded<K> {
+    last: Mutex<Option<(K, Vec<u8>)>>,
+}
+
+impl<K: PartialEq + Copy> Default for LastDecoded<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: PartialEq + Copy> LastDecoded<K> {
+    /// An empty cache.
+    pub fn new() -> Self {
+        LastDecoded {
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Copies bytes `[offset, offset + out.len())` of the unit `key`, decoding it with `decode`
+    /// unless it is the one decoded last. `decode` must return at least that many bytes.
+    pub fn copy_out(
+        &self,
+        key: K,
+        offset: usize,
+        out: &mut [u8],
+        decode: impl FnOnce() -> crate::Result<Vec<u8>>,
+    ) -> crate::Result<()> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((k, data)) = last.as_ref()
+            && *k == key
+        {
+            out.copy_from_slice(&data[offset..offset + out.len()]);
+            return Ok(());
+        }
+        let data = decode()?;
+        out.copy_from_slice(&data[offset..offset + out.len()]);
+        *last = Some((key, data));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

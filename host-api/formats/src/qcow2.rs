@@ -5,12 +5,12 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use flate2::{Decompress, FlushDecompress};
 use guestkit_block::{BlockSource, Error, FileSource, Result, check_range};
 
-use crate::cache::TableCache;
+use crate::cache::{LastDecoded, TableCache};
 use crate::chain::Chain;
 use crate::util::{be32, be64, check_virtual_size, read_container, read_lower, read_table};
 use crate::{Compression, Format, ImageInfo};
@@ -71,7 +71,7 @@ pub struct Qcow2 {
     l2_cache: TableCache<Vec<u64>>,
     /// The last decompressed cluster, keyed by its descriptor: small sequential reads of a
     /// compressed cluster decompress it once.
-    last_compressed: Mutex<Option<(u64, Vec<u8>)>>,
+    last_compressed: LastDecoded<u64>,
 }
 
 impl Qcow2 {
@@ -266,7 +266,7 @@ impl Qcow2 {
             compression,
             l1,
             l2_cache: TableCache::new(cache_tables),
-            last_compressed: Mutex::new(None),
+            last_compressed: LastDecoded::new(),
         })
     }
 
@@ -368,20 +368,8 @@ impl Qcow2 {
 
     /// Copies bytes `[in_cluster, in_cluster + out.len())` of the compressed cluster `desc`.
     fn read_compressed(&self, desc: u64, in_cluster: usize, out: &mut [u8]) -> Result<()> {
-        let mut last = self
-            .last_compressed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((key, data)) = last.as_ref()
-            && *key == desc
-        {
-            out.copy_from_slice(&data[in_cluster..in_cluster + out.len()]);
-            return Ok(());
-        }
-        let cluster = self.decompress(desc)?;
-        out.copy_from_slice(&cluster[in_cluster..in_cluster + out.len()]);
-        *last = Some((desc, cluster));
-        Ok(())
+        self.last_compressed
+            .copy_out(desc, in_cluster, out, || self.decompress(desc))
     }
 
     fn decompress(&self, desc: u64) -> Result<Vec<u8>> {

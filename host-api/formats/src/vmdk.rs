@@ -4,12 +4,12 @@
 //! ESX-only variants (COWD sparse, VMFS raw device maps) are refused with [`Error::Unsupported`].
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use flate2::{Decompress, FlushDecompress};
 use guestkit_block::{BlockSource, Error, FileSource, Result, check_range};
 
-use crate::cache::TableCache;
+use crate::cache::{LastDecoded, TableCache};
 use crate::chain::Chain;
 use crate::util::{check_virtual_size, le16, le32, le64, read_container, read_lower, read_table};
 use crate::{Compression, ImageInfo};
@@ -72,7 +72,7 @@ struct Sparse {
     zero_grain: bool,
     gt_cache: TableCache<Vec<u32>>,
     /// The last decompressed grain, keyed by its sector, for small sequential reads.
-    last_grain: Mutex<Option<(u32, Vec<u8>)>>,
+    last_grain: LastDecoded<u32>,
 }
 
 /// How one grain of a sparse extent is stored.
@@ -387,7 +387,7 @@ impl Sparse {
             markers: flags & FLAG_MARKERS != 0,
             zero_grain: flags & FLAG_ZERO_GRAIN != 0,
             gt_cache: TableCache::new(cache),
-            last_grain: Mutex::new(None),
+            last_grain: LastDecoded::new(),
         };
         Ok((sparse, capacity, embedded))
     }
@@ -460,20 +460,8 @@ impl Sparse {
     }
 
     fn read_compressed(&self, sector: u32, in_grain: usize, out: &mut [u8]) -> Result<()> {
-        let mut last = self
-            .last_grain
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((key, data)) = last.as_ref()
-            && *key == sector
-        {
-            out.copy_from_slice(&data[in_grain..in_grain + out.len()]);
-            return Ok(());
-        }
-        let data = self.inflate(sector)?;
-        out.copy_from_slice(&data[in_grain..in_grain + out.len()]);
-        *last = Some((sector, data));
-        Ok(())
+        self.last_grain
+            .copy_out(sector, in_grain, out, || self.inflate(sector))
     }
 
     fn inflate(&self, sector: u32) -> Result<Vec<u8>> {
