@@ -25,6 +25,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("wasm-handlers");
+    ensure_wasm_target();
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&handlers)
@@ -80,4 +81,30 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtin.rs"), code).expect("writing builtin.rs");
+}
+
+/// `rust-toolchain.toml` names the wasm32-wasip2 target, but rustup adds listed targets only
+/// when it installs the toolchain; on a machine that already had this toolchain, add it here
+/// so the first `cargo run` works without a manual step.
+fn ensure_wasm_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let libdir = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if libdir.is_some_and(|d| d.is_dir()) {
+        return;
+    }
+    println!("cargo:warning=installing the wasm32-wasip2 target with rustup");
+    let added = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
+    if !added.is_ok_and(|s| s.success()) {
+        panic!(
+            "the wasm32-wasip2 target is missing and `rustup target add wasm32-wasip2` failed; \
+             install it to build the built-in handlers"
+        );
+    }
 }

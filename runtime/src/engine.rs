@@ -228,6 +228,23 @@ pub struct Sandbox {
     config: EngineConfig,
     engine_hash: String,
     ticker_stop: Arc<AtomicBool>,
+    stores_live: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Counts a live store (one pool slot) for as long as it is held.
+struct SlotGuard(Arc<std::sync::atomic::AtomicU32>);
+
+impl SlotGuard {
+    fn new(counter: &Arc<std::sync::atomic::AtomicU32>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        SlotGuard(counter.clone())
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Sandbox {
@@ -291,12 +308,18 @@ impl Sandbox {
             config,
             engine_hash,
             ticker_stop,
+            stores_live: Arc::default(),
         }))
     }
 
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Stores (instance pool slots) in use right now, by jobs and `describe` calls.
+    pub fn slots_in_use(&self) -> u32 {
+        self.stores_live.load(Ordering::Relaxed)
     }
 
     /// Compiles a component, through the on-disk cache when one is configured. The cache is
@@ -394,6 +417,7 @@ impl Sandbox {
     pub async fn describe(&self, pre: &HandlerPre<InstanceState>) -> Result<HandlerInfo> {
         let limits = crate::limits::describe_limits();
         let cancel = CancelToken::new();
+        let _slot = SlotGuard::new(&self.stores_live);
         let (mut store, stderr) =
             self.new_store(Arc::new(guestkit_host_api::NullObserver), &limits, &cancel)?;
         let call = async {
@@ -425,6 +449,7 @@ impl Sandbox {
         cancel: &CancelToken,
     ) -> RunReport {
         let started = Instant::now();
+        let _slot = SlotGuard::new(&self.stores_live);
         let (mut store, stderr) = match self.new_store(observer, limits, cancel) {
             Ok(s) => s,
             Err(e) => {

@@ -180,11 +180,16 @@ macro_rules! impl_job_store {
                 .ctx("finding expired leases")?;
                 for row in &expired {
                     let job = job_from_row(row)?;
+                    // A worker that dies mid-attempt is not the job's fault: the attempt is
+                    // given back, up to MAX_LOST_LEASES times, after which a job that keeps
+                    // losing its worker (perhaps by crashing it) is charged for it.
+                    let uncounted = job.fencing_token - i64::from(job.attempt);
+                    let forgive = uncounted < crate::common::MAX_LOST_LEASES;
                     let (state, error) = if job.deadline_ms.is_some_and(|d| d <= now) {
                         (JobState::TimedOut, Some(deadline_error.clone()))
                     } else if job.cancel_requested {
                         (JobState::Cancelled, None)
-                    } else if job.attempt >= job.max_attempts {
+                    } else if !forgive && job.attempt >= job.max_attempts {
                         let error = json!({
                             "code": "lease_expired",
                             "message":
@@ -198,7 +203,7 @@ macro_rules! impl_job_store {
                     let settled = sqlx::query::<$db>(concat!(
                         "UPDATE jobs SET state = $1, finished_at = $2, updated_at = $3, \
                          run_after = $3, last_error = COALESCE($4, last_error), \
-                         lease_owner = NULL, lease_expires_at = NULL \
+                         lease_owner = NULL, lease_expires_at = NULL, attempt = attempt - $7 \
                          WHERE seq = $5 AND fencing_token = $6 AND state = 'running' RETURNING ",
                         crate::common::job_cols!()
                     ))
@@ -208,6 +213,7 @@ macro_rules! impl_job_store {
                     .bind(error.as_deref())
                     .bind(job.seq)
                     .bind(job.fencing_token)
+                    .bind(i64::from(forgive && state == JobState::Queued))
                     .fetch_optional(&mut *conn)
                     .await
                     .ctx("settling an expired lease")?;

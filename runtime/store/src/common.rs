@@ -23,6 +23,8 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_EVENT_DATA: usize = 64 * 1024;
 /// Longest progress message kept, in bytes (longer ones are truncated).
 pub const MAX_PROGRESS_MESSAGE: usize = 1024;
+/// Lost leases (a worker died mid-attempt) a job is not charged an attempt for.
+pub(crate) const MAX_LOST_LEASES: i64 = 3;
 /// How many expired leases / overdue jobs one `claim` call sweeps at most; the rest are
 /// swept by the next call, so a backlog never makes one call unbounded.
 pub(crate) const SWEEP_LIMIT: i64 = 500;

@@ -1,0 +1,197 @@
+//! Durable echo jobs over HTTP: submit, run, complete, read the result.
+//!
+//! Starts a worker (HTTP API + executor + store) in this process on an ephemeral port and
+//! drives it with `GK_BENCH_CLIENTS` concurrent clients (default 64), each submitting an echo
+//! job and long-polling its result, `GK_BENCH_JOBS` jobs in all (default 20000). Reports
+//! completed jobs per second and submit-to-result latency percentiles, for SQLite and, when
+//! one is reachable, PostgreSQL (`GUESTKIT_TEST_POSTGRES_URL`, default the local server).
+//!
+//! Run: `cargo bench -p guestkit-worker --bench http_jobs`
+
+use guestkit_worker::daemon::{self, DaemonConfig};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Figures {
+    jobs: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn run(name: &str, database_url: Option<String>) -> Figures {
+    let jobs = env_usize("GK_BENCH_JOBS", 20_000);
+    let clients = env_usize("GK_BENCH_CLIENTS", 64);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = DaemonConfig::new(data.path().to_path_buf());
+    config.listen = "127.0.0.1:0".parse().expect("literal address");
+    config.metrics_listen = None;
+    config.database_url = database_url;
+    config.executor.max_concurrent = env_usize("GK_BENCH_CONCURRENT", 32);
+    config.cache_dir = Some(std::env::temp_dir().join("guestkit-bench-cache"));
+
+    // The worker gets its own runtime, like a separate process would.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let server = server_rt.spawn(async move {
+        daemon::run(
+            config,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |api, _| {
+                let _ = addr_tx.send(api);
+            },
+        )
+        .await
+    });
+    let api = addr_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("worker ready");
+    let base = format!("http://{api}/api/v1");
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let figures = client_rt.block_on(async move {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .build()
+            .expect("client");
+        // Warm up connections and the handler.
+        for _ in 0..clients.min(16) {
+            one_job(&http, &base, 0).await;
+        }
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let http = http.clone();
+            let base = base.clone();
+            let next = next.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= jobs {
+                        return latencies;
+                    }
+                    latencies.push(one_job(&http, &base, i).await);
+                }
+            }));
+        }
+        let mut latencies = Vec::with_capacity(jobs);
+        for t in tasks {
+            latencies.extend(t.await.expect("client task"));
+        }
+        let elapsed = started.elapsed();
+        latencies.sort();
+        Figures {
+            jobs,
+            elapsed,
+            latencies,
+        }
+    });
+    let _ = stop_tx.send(());
+    server_rt
+        .block_on(server)
+        .expect("server task")
+        .expect("worker run");
+    println!(
+        "{name:<10} {} jobs in {:.2} s: {:.0} jobs/s; submit-to-result p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms ({clients} clients)",
+        figures.jobs,
+        figures.elapsed.as_secs_f64(),
+        figures.jobs as f64 / figures.elapsed.as_secs_f64(),
+        percentile(&figures.latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&figures.latencies, 0.90).as_secs_f64() * 1e3,
+        percentile(&figures.latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    figures
+}
+
+/// Submits one echo job and waits for its result; returns the latency.
+async fn one_job(http: &reqwest::Client, base: &str, i: usize) -> Duration {
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/jobs"))
+        .json(&json!({"operation": "echo", "payload": {"i": i}}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status().as_u16(), 201, "submit failed");
+    let job: serde_json::Value = response.json().await.expect("submit answer");
+    let id = job["id"].as_str().expect("job id").to_string();
+    loop {
+        let response = http
+            .get(format!("{base}/jobs/{id}/result?wait=30"))
+            .send()
+            .await
+            .expect("result");
+        if response.status().as_u16() == 200 {
+            let body: serde_json::Value = response.json().await.expect("result body");
+            assert_eq!(body["status"], "succeeded", "{body}");
+            return started.elapsed();
+        }
+        assert_eq!(response.status().as_u16(), 409, "unexpected result status");
+    }
+}
+
+fn postgres_url() -> Option<String> {
+    let base = std::env::var("GUESTKIT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let addr: std::net::SocketAddr = "127.0.0.1:5432".parse().ok()?;
+    if std::env::var_os("GUESTKIT_TEST_POSTGRES_URL").is_none()
+        && std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
+    {
+        return None;
+    }
+    // A fresh schema per run, so figures do not depend on earlier rows.
+    let schema = format!("gk_bench_{}", std::process::id());
+    let status = std::process::Command::new("psql")
+        .args([base.as_str(), "-qc", &format!("CREATE SCHEMA {schema}")])
+        .status()
+        .ok()?;
+    status.success().then(|| {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}options=-c%20search_path%3D{schema}")
+    })
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with --bench absent; do a tiny run then.
+    if !std::env::args().any(|a| a == "--bench") {
+        // SAFETY: single-threaded at this point; no other thread reads the environment.
+        unsafe {
+            std::env::set_var("GK_BENCH_JOBS", "200");
+        }
+    }
+    run("sqlite", None);
+    match postgres_url() {
+        Some(url) => {
+            run("postgresql", Some(url));
+        }
+        None => println!("postgresql: skipped (no server on 127.0.0.1:5432)"),
+    }
+}

@@ -1,0 +1,801 @@
+//! The executor: claims jobs from the store under leases, runs each in a fresh sandbox
+//! instance, and writes outcomes back.
+//!
+//! - Up to `max_concurrent` jobs run at once (a semaphore); claims take as many jobs as
+//!   there are free slots, in one store call.
+//! - One heartbeat task renews the leases of every running job and learns of cancel requests
+//!   made on other workers; a cancel made on this worker stops the job at once.
+//! - Completions go through one task that writes whatever has piled up in one transaction
+//!   (group commit), which is what lets short jobs complete thousands per second on SQLite.
+//! - On shutdown, claiming stops, running jobs get a grace period to finish, and the rest
+//!   are released back to the queue without counting the attempt.
+
+use crate::engine::{CancelToken, JobFailure, Sandbox};
+use crate::grants::{self, ImagePolicy};
+use crate::limits::JobLimits;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use guestkit_host_api::{Job as WitJob, LogLevel, Observer};
+use guestkit_store::{Error as StoreError, HeartbeatStatus, Job, JobStore, Lease, Outcome};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Most jobs one claim or one completion transaction handles.
+const BATCH: usize = 256;
+/// Most log/progress events queued for writing before new ones are dropped.
+const EVENT_QUEUE: usize = 16_384;
+
+/// How the executor runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Identity written into leases (unique per process).
+    pub worker_id: String,
+    /// Jobs run at once.
+    pub max_concurrent: usize,
+    /// Lease length; renewed every third of it while the job runs.
+    pub lease: Duration,
+    /// How often to look for work when nothing woke the executor (other workers' submits,
+    /// retry backoffs).
+    pub poll_interval: Duration,
+    /// Limits of every job; the wall clock is replaced by the job's own timeout/deadline.
+    pub limits: JobLimits,
+    /// Where granted images may live.
+    pub images: ImagePolicy,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            worker_id: default_worker_id(),
+            max_concurrent: 4,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(250),
+            limits: JobLimits::default(),
+            images: ImagePolicy::default(),
+        }
+    }
+}
+
+/// `host-pid-random`: unique per process, readable in leases and logs.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &nonce[nonce.len() - 6..]
+    )
+}
+
+/// Why a running job is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// A user asked to cancel it.
+    Cancel,
+    /// The worker is shutting down: give the job back.
+    Shutdown,
+    /// Our lease is gone (another worker may run it now): stop without writing anything.
+    LeaseLost,
+}
+
+/// A job running on this worker.
+struct Active {
+    lease: Lease,
+    cancel: CancelToken,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl Active {
+    fn stop(&self, reason: StopReason) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.cancel.cancel();
+    }
+
+    fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().ok().and_then(|r| *r)
+    }
+}
+
+/// A finished attempt on its way to the store.
+enum Completion {
+    /// Write this outcome; `done` fires once it is durable.
+    Attempt {
+        lease: Box<Lease>,
+        outcome: Outcome,
+        done: oneshot::Sender<()>,
+    },
+    /// Fires once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// What a handler reported, on its way to the store.
+enum EventMsg {
+    Log {
+        job_id: String,
+        level: LogLevel,
+        message: String,
+    },
+    Progress {
+        lease: Box<Lease>,
+        done: u64,
+        total: u64,
+        message: String,
+    },
+    /// Answered once every message sent before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A job's state changed or it has new events (job id); for long polls and SSE streams.
+#[derive(Debug, Clone)]
+pub struct JobSignal {
+    /// The job.
+    pub job_id: String,
+    /// Set when the job reached a terminal state.
+    pub terminal: bool,
+}
+
+struct Inner {
+    store: Arc<dyn JobStore>,
+    registry: Arc<Registry>,
+    sandbox: Arc<Sandbox>,
+    metrics: Arc<Metrics>,
+    config: ExecutorConfig,
+    slots: Arc<Semaphore>,
+    wake: Notify,
+    stopping: AtomicBool,
+    active: Mutex<HashMap<String, Arc<Active>>>,
+    completions: mpsc::UnboundedSender<Completion>,
+    events: mpsc::Sender<EventMsg>,
+    signals: broadcast::Sender<JobSignal>,
+    dropped_events: AtomicU32,
+}
+
+/// A running executor. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+/// The executor's background tasks; await [`Executor::shutdown`] before dropping.
+pub struct ExecutorTasks {
+    dispatcher: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+    completer: JoinHandle<()>,
+    event_writer: JoinHandle<()>,
+}
+
+impl Executor {
+    /// Starts claiming and running jobs.
+    pub fn start(
+        store: Arc<dyn JobStore>,
+        registry: Arc<Registry>,
+        sandbox: Arc<Sandbox>,
+        metrics: Arc<Metrics>,
+        config: ExecutorConfig,
+    ) -> (Executor, ExecutorTasks) {
+        let (completions, completion_rx) = mpsc::unbounded_channel();
+        let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let (signals, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            store,
+            registry,
+            sandbox,
+            metrics,
+            config,
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+            active: Mutex::new(HashMap::new()),
+            completions,
+            events,
+            signals,
+            dropped_events: AtomicU32::new(0),
+        });
+        inner
+            .metrics
+            .pool_slots
+            .with_label_values(&["capacity"])
+            .set(i64::from(inner.sandbox.config().pool_slots));
+        let tasks = ExecutorTasks {
+            dispatcher: tokio::spawn(dispatch_loop(inner.clone())),
+            heartbeat: tokio::spawn(heartbeat_loop(inner.clone())),
+            completer: tokio::spawn(complete_loop(inner.clone(), completion_rx)),
+            event_writer: tokio::spawn(event_loop(inner.clone(), event_rx)),
+        };
+        (Executor { inner }, tasks)
+    }
+
+    /// Tells the executor new work may be waiting (called after a local submit).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops a job running on this worker after its cancel was recorded in the store.
+    /// Returns false when the job does not run here (its worker learns by heartbeat).
+    pub fn cancel_local(&self, job_id: &str) -> bool {
+        let active = self
+            .inner
+            .active
+            .lock()
+            .ok()
+            .and_then(|a| a.get(job_id).cloned());
+        match active {
+            Some(active) => {
+                active.stop(StopReason::Cancel);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Signals about jobs changing state or producing events on this worker.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobSignal> {
+        self.inner.signals.subscribe()
+    }
+
+    /// Publishes a signal (used by the API for changes it makes itself, e.g. a cancel).
+    pub fn signal(&self, job_id: &str, terminal: bool) {
+        let _ = self.inner.signals.send(JobSignal {
+            job_id: job_id.to_string(),
+            terminal,
+        });
+    }
+
+    /// Jobs running on this worker now.
+    pub fn running(&self) -> usize {
+        self.inner.active.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    /// Instance pool slots in use (jobs and `describe` calls).
+    pub fn sandbox_slots_in_use(&self) -> u32 {
+        self.inner.sandbox.slots_in_use()
+    }
+
+    /// The executor's settings.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.inner.config
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Graceful shutdown: stop claiming, let running jobs finish for up to `grace`, give
+    /// the rest back to the queue, and flush every completion and event.
+    pub async fn shutdown(&self, tasks: ExecutorTasks, grace: Duration) {
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::SeqCst);
+        inner.wake.notify_one();
+        let _ = tasks.dispatcher.await;
+        let max = inner.config.max_concurrent.max(1) as u32;
+        let all_idle = inner.slots.acquire_many(max);
+        if tokio::time::timeout(grace, all_idle).await.is_err() {
+            let running: Vec<Arc<Active>> = inner
+                .active
+                .lock()
+                .map(|a| a.values().cloned().collect())
+                .unwrap_or_default();
+            tracing::info!(
+                jobs = running.len(),
+                "grace period over; releasing running jobs"
+            );
+            for active in running {
+                active.stop(StopReason::Shutdown);
+            }
+            let _ = inner.slots.acquire_many(max).await;
+        }
+        tasks.heartbeat.abort();
+        // Every job task has sent its completion; close the channels by flushing.
+        let (tx, rx) = oneshot::channel();
+        let _ = inner.events.send(EventMsg::Flush(tx)).await;
+        let _ = rx.await;
+        tasks.event_writer.abort();
+        let (tx, rx) = oneshot::channel();
+        let _ = inner.completions.send(Completion::Flush(tx));
+        let _ = rx.await;
+        tasks.completer.abort();
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn dispatch_loop(inner: Arc<Inner>) {
+    let mut backoff = inner.config.poll_interval;
+    loop {
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        // Wait for at least one free slot.
+        let first = tokio::select! {
+            permit = inner.slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = inner.wake.notified() => continue,
+        };
+        let free = inner.slots.available_permits() + 1;
+        let operations: Vec<String> = inner
+            .registry
+            .snapshot()
+            .operations()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        if operations.is_empty() {
+            drop(first);
+            wait_for_work(&inner, inner.config.poll_interval).await;
+            continue;
+        }
+        let claimed = inner
+            .store
+            .claim(
+                &inner.config.worker_id,
+                free.min(BATCH),
+                inner.config.lease,
+                Some(&operations),
+            )
+            .await;
+        let leases = match claimed {
+            Ok(leases) => {
+                backoff = inner.config.poll_interval;
+                leases
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming jobs failed; retrying");
+                drop(first);
+                wait_for_work(&inner, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if leases.is_empty() {
+            drop(first);
+            wait_for_work(&inner, inner.config.poll_interval).await;
+            continue;
+        }
+        let mut first = Some(first);
+        for lease in leases {
+            let permit = match first.take() {
+                Some(p) => p,
+                // The claim asked for no more than the free slots, and only this loop
+                // takes slots, so this does not wait.
+                None => match inner.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                run_job(&inner, lease).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn wait_for_work(inner: &Inner, timeout: Duration) {
+    tokio::select! {
+        _ = inner.wake.notified() => {}
+        _ = tokio::time::sleep(timeout) => {}
+    }
+}
+
+/// Sends a handler's logs and progress to the event writer.
+struct JobObserver {
+    lease: Lease,
+    events: mpsc::Sender<EventMsg>,
+    sent: AtomicBool,
+    inner: Arc<Inner>,
+}
+
+impl JobObserver {
+    fn send(&self, msg: EventMsg) {
+        self.sent.store(true, Ordering::Relaxed);
+        if self.events.try_send(msg).is_err() {
+            self.inner.dropped_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Observer for JobObserver {
+    fn log(&self, level: LogLevel, message: &str) {
+        self.send(EventMsg::Log {
+            job_id: self.lease.job.id.clone(),
+            level,
+            message: message.to_string(),
+        });
+    }
+
+    fn progress(&self, done: u64, total: u64, message: &str) {
+        self.send(EventMsg::Progress {
+            lease: Box::new(self.lease.clone()),
+            done,
+            total,
+            message: message.to_string(),
+        });
+    }
+}
+
+async fn run_job(inner: &Arc<Inner>, lease: Lease) {
+    let job_id = lease.job.id.clone();
+    let active = Arc::new(Active {
+        lease: lease.clone(),
+        cancel: CancelToken::new(),
+        reason: Mutex::new(None),
+    });
+    if let Ok(mut map) = inner.active.lock() {
+        map.insert(job_id.clone(), active.clone());
+    }
+    inner.metrics.active_jobs.inc();
+    let _ = inner.signals.send(JobSignal {
+        job_id: job_id.clone(),
+        terminal: false,
+    });
+
+    let span = tracing::info_span!(
+        "job",
+        id = %job_id,
+        operation = %lease.job.operation,
+        attempt = lease.job.attempt,
+        trace_id = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+    );
+    if let Some(obs) = lease.job.document.get("observability") {
+        if let Some(t) = obs.get("trace_id").and_then(Value::as_str) {
+            span.record("trace_id", t);
+        }
+        if let Some(c) = obs.get("correlation_id").and_then(Value::as_str) {
+            span.record("correlation_id", c);
+        }
+    }
+    let outcome = {
+        let _enter = span.enter();
+        tracing::debug!("job started");
+        drop(_enter);
+        execute(inner, &lease, &active).await
+    };
+
+    let stop = active.reason();
+    if let Ok(mut map) = inner.active.lock() {
+        map.remove(&job_id);
+    }
+    inner.metrics.active_jobs.dec();
+    match (stop, outcome) {
+        (Some(StopReason::LeaseLost), _) => {
+            tracing::warn!(parent: &span, "lease lost while running; result discarded");
+        }
+        (Some(StopReason::Shutdown), _) => {
+            if let Err(e) = inner.store.release(&lease).await {
+                tracing::warn!(parent: &span, error = %e, "releasing job on shutdown failed");
+            } else {
+                tracing::info!(parent: &span, "job released on shutdown");
+            }
+        }
+        (_, outcome) => {
+            let (done, wait) = oneshot::channel();
+            let _ = inner.completions.send(Completion::Attempt {
+                lease: Box::new(lease),
+                outcome,
+                done,
+            });
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Runs the attempt and turns what happened into an [`Outcome`].
+async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome {
+    let job = &lease.job;
+    let now = now_ms();
+    let mut limits = inner.config.limits.clone();
+    limits.wall_clock = Duration::from_millis(job.timeout_ms.max(1));
+    if let Some(deadline) = job.deadline_ms {
+        if deadline <= now {
+            return Outcome::TimedOut {
+                error: json!({"code": "deadline_exceeded",
+                              "message": "the job's deadline passed before it started"}),
+                usage: Value::Null,
+            };
+        }
+        let left = Duration::from_millis((deadline - now) as u64);
+        limits.wall_clock = limits.wall_clock.min(left);
+    }
+    let Some(handler) = inner.registry.snapshot().get(&job.operation).cloned() else {
+        return failed(
+            "no_handler",
+            format!(
+                "no handler serves operation '{}' on this worker",
+                job.operation
+            ),
+            true,
+            Value::Null,
+        );
+    };
+    let names = match grants::prepare(&inner.config.images, &job.images, &inner.metrics).await {
+        Ok(names) => names,
+        Err(e) => return failed(e.code(), e.to_string(), e.retryable(), Value::Null),
+    };
+    let payload = match serde_json::to_string(&job.payload) {
+        Ok(p) => p,
+        Err(e) => return failed("invalid_input", e.to_string(), false, Value::Null),
+    };
+    let wit_job = WitJob {
+        id: job.id.clone(),
+        operation: job.operation.clone(),
+        payload,
+        images: names,
+        attempt: job.attempt,
+    };
+    let observer = Arc::new(JobObserver {
+        lease: lease.clone(),
+        events: inner.events.clone(),
+        sent: AtomicBool::new(false),
+        inner: inner.clone(),
+    });
+    let metrics = &inner.metrics;
+    let handler_name = handler.meta.name.as_str();
+    metrics
+        .handler_executions
+        .with_label_values(&[handler_name, &job.operation])
+        .inc();
+    metrics
+        .pool_slots
+        .with_label_values(&["in_use"])
+        .set(i64::from(inner.sandbox.slots_in_use()) + 1);
+    let started = Instant::now();
+    let report = inner
+        .sandbox
+        .run(
+            handler.pre(),
+            &wit_job,
+            &limits,
+            observer.clone(),
+            &active.cancel,
+        )
+        .await;
+    metrics
+        .handler_duration
+        .with_label_values(&[handler_name])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .pool_slots
+        .with_label_values(&["in_use"])
+        .set(i64::from(inner.sandbox.slots_in_use()));
+    metrics
+        .fuel_consumed
+        .with_label_values(&[&job.operation])
+        .inc_by(report.usage.fuel_consumed);
+    metrics
+        .memory_peak
+        .with_label_values(&[&job.operation])
+        .observe(report.usage.peak_memory_bytes as f64);
+    if let Err(failure) = &report.outcome {
+        metrics
+            .handler_errors
+            .with_label_values(&[handler_name, failure.code()])
+            .inc();
+    }
+    // Logs and progress land before the completion, so a stream never shows the end first.
+    if observer.sent.load(Ordering::Relaxed) {
+        let (tx, rx) = oneshot::channel();
+        if inner.events.send(EventMsg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+    let mut usage = serde_json::to_value(&report.usage).unwrap_or(Value::Null);
+    usage["handler"] = json!({
+        "name": handler.meta.name,
+        "version": handler.meta.version,
+        "digest": handler.digest,
+    });
+    usage["worker"] = json!(inner.config.worker_id);
+    match report.outcome {
+        Ok(output) => Outcome::Succeeded { output, usage },
+        Err(JobFailure::TimedOut { limit_ms }) => Outcome::TimedOut {
+            error: json!({
+                "code": "timed_out",
+                "message": format!("the attempt ran past its limit of {limit_ms} ms"),
+            }),
+            usage,
+        },
+        Err(JobFailure::Cancelled) => match active.reason() {
+            Some(StopReason::Cancel) | None => Outcome::Cancelled { usage },
+            // Shutdown and lost leases are handled by the caller; this outcome is unused.
+            Some(_) => Outcome::Cancelled { usage },
+        },
+        Err(failure) => failed(
+            failure.code(),
+            failure.to_string(),
+            failure.retryable(),
+            usage,
+        ),
+    }
+}
+
+fn failed(code: &str, message: String, retryable: bool, usage: Value) -> Outcome {
+    Outcome::Failed {
+        error: json!({"code": code, "message": message, "retryable": retryable}),
+        retryable,
+        usage,
+    }
+}
+
+async fn heartbeat_loop(inner: Arc<Inner>) {
+    let period = (inner.config.lease / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let running: Vec<Arc<Active>> = inner
+            .active
+            .lock()
+            .map(|a| a.values().cloned().collect())
+            .unwrap_or_default();
+        for active in running {
+            // Jobs younger than one period have a fresh lease already.
+            match inner
+                .store
+                .heartbeat(&active.lease, inner.config.lease)
+                .await
+            {
+                Ok(HeartbeatStatus::Ok) => {}
+                Ok(HeartbeatStatus::CancelRequested) => active.stop(StopReason::Cancel),
+                Ok(HeartbeatStatus::Lost) => active.stop(StopReason::LeaseLost),
+                Err(e) => tracing::warn!(job = %active.lease.job.id, error = %e,
+                    "renewing a lease failed; will retry"),
+            }
+        }
+    }
+}
+
+async fn complete_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        if rx.recv_many(&mut batch, BATCH).await == 0 {
+            return;
+        }
+        let mut flushes = Vec::new();
+        let mut items = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for c in batch.drain(..) {
+            match c {
+                Completion::Flush(done) => flushes.push(done),
+                Completion::Attempt {
+                    lease,
+                    outcome,
+                    done,
+                } => {
+                    items.push((*lease, outcome));
+                    waiters.push(done);
+                }
+            }
+        }
+        if !items.is_empty() {
+            write_completions(&inner, items).await;
+        }
+        for w in waiters.into_iter().chain(flushes) {
+            let _ = w.send(());
+        }
+        inner.wake.notify_one();
+    }
+}
+
+/// Writes completions in one transaction, retrying while the database is unreachable (the
+/// leases stay ours for a while; losing them means another worker reruns the job).
+async fn write_completions(inner: &Inner, items: Vec<(Lease, Outcome)>) {
+    let mut delay = Duration::from_millis(50);
+    let results = loop {
+        match inner.store.complete_batch(items.clone()).await {
+            Ok(results) => break results,
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = items.len(), "writing completions failed; retrying");
+                if delay > inner.config.lease {
+                    tracing::error!(
+                        jobs = items.len(),
+                        "giving up on completions; leases expired"
+                    );
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    };
+    for ((lease, _), result) in items.iter().zip(results) {
+        match result {
+            Ok(job) => record_completion(inner, &job),
+            Err(StoreError::LeaseLost { .. }) => {
+                tracing::warn!(job = %lease.job.id, "lease lost before completion; result discarded")
+            }
+            Err(e) => tracing::error!(job = %lease.job.id, error = %e, "completing job failed"),
+        }
+    }
+}
+
+fn record_completion(inner: &Inner, job: &Job) {
+    let terminal = job.state.is_terminal();
+    if terminal {
+        let outcome = job.state.as_str();
+        inner
+            .metrics
+            .jobs_completed
+            .with_label_values(&[&job.operation, outcome])
+            .inc();
+        let took = (job.finished_at.unwrap_or_else(now_ms) - job.created_at).max(0);
+        inner
+            .metrics
+            .job_duration
+            .with_label_values(&[&job.operation, outcome])
+            .observe(took as f64 / 1000.0);
+    }
+    let _ = inner.signals.send(JobSignal {
+        job_id: job.id.clone(),
+        terminal,
+    });
+}
+
+async fn event_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            EventMsg::Log {
+                job_id,
+                level,
+                message,
+            } => {
+                let data = json!({"level": level.to_string(), "message": message});
+                match inner.store.append_event(&job_id, "log", data).await {
+                    Ok(_) => {
+                        let _ = inner.signals.send(JobSignal {
+                            job_id,
+                            terminal: false,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job_id, error = %e, "writing a log event failed")
+                    }
+                }
+            }
+            EventMsg::Progress {
+                lease,
+                done,
+                total,
+                message,
+            } => {
+                let message = (!message.is_empty()).then_some(message.as_str());
+                match inner.store.set_progress(&lease, done, total, message).await {
+                    Ok(()) => {
+                        let _ = inner.signals.send(JobSignal {
+                            job_id: lease.job.id.clone(),
+                            terminal: false,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(job = %lease.job.id, error = %e, "progress not recorded")
+                    }
+                }
+            }
+            EventMsg::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
