@@ -37,12 +37,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn run(name: &str, database_url: Option<String>) -> Figures {
     let jobs = env_usize("GK_BENCH_JOBS", 20_000);
     let clients = env_usize("GK_BENCH_CLIENTS", 64);
+    let pipelined = std::env::var("GK_BENCH_MODE").is_ok_and(|m| m == "pipelined");
     let data = tempfile::tempdir().expect("tempdir");
     let mut config = DaemonConfig::new(data.path().to_path_buf());
     config.listen = "127.0.0.1:0".parse().expect("literal address");
     config.metrics_listen = None;
     config.database_url = database_url;
     config.executor.max_concurrent = env_usize("GK_BENCH_CONCURRENT", 32);
+    if let Ok(ms) = std::env::var("GK_BENCH_POLL_MS") {
+        config.executor.poll_interval =
+            Duration::from_millis(ms.parse().expect("GK_BENCH_POLL_MS"));
+    }
     config.cache_dir = Some(std::env::temp_dir().join("guestkit-bench-cache"));
 
     // The worker gets its own runtime, like a separate process would.
@@ -93,13 +98,36 @@ fn run(name: &str, database_url: Option<String>) -> Figures {
             let next = next.clone();
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                if !pipelined {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= jobs {
+                            return latencies;
+                        }
+                        latencies.push(one_job(&http, &base, i).await);
+                    }
+                }
+                // Pipelined: submit without waiting for the previous result; a waiter per
+                // job reads its result.
+                let mut waiters = Vec::new();
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= jobs {
-                        return latencies;
+                        break;
                     }
-                    latencies.push(one_job(&http, &base, i).await);
+                    let started = Instant::now();
+                    let id = submit(&http, &base, i).await;
+                    let http = http.clone();
+                    let base = base.clone();
+                    waiters.push(tokio::spawn(async move {
+                        wait_result(&http, &base, &id).await;
+                        started.elapsed()
+                    }));
                 }
+                for w in waiters {
+                    latencies.push(w.await.expect("waiter"));
+                }
+                latencies
             }));
         }
         let mut latencies = Vec::with_capacity(jobs);
@@ -134,6 +162,13 @@ fn run(name: &str, database_url: Option<String>) -> Figures {
 /// Submits one echo job and waits for its result; returns the latency.
 async fn one_job(http: &reqwest::Client, base: &str, i: usize) -> Duration {
     let started = Instant::now();
+    let id = submit(http, base, i).await;
+    wait_result(http, base, &id).await;
+    started.elapsed()
+}
+
+/// Submits one echo job; returns its id.
+async fn submit(http: &reqwest::Client, base: &str, i: usize) -> String {
     let response = http
         .post(format!("{base}/jobs"))
         .json(&json!({"operation": "echo", "payload": {"i": i}}))
@@ -142,7 +177,11 @@ async fn one_job(http: &reqwest::Client, base: &str, i: usize) -> Duration {
         .expect("submit");
     assert_eq!(response.status().as_u16(), 201, "submit failed");
     let job: serde_json::Value = response.json().await.expect("submit answer");
-    let id = job["id"].as_str().expect("job id").to_string();
+    job["id"].as_str().expect("job id").to_string()
+}
+
+/// Long-polls a job's result until it is there.
+async fn wait_result(http: &reqwest::Client, base: &str, id: &str) {
     loop {
         let response = http
             .get(format!("{base}/jobs/{id}/result?wait=30"))
@@ -152,7 +191,7 @@ async fn one_job(http: &reqwest::Client, base: &str, i: usize) -> Duration {
         if response.status().as_u16() == 200 {
             let body: serde_json::Value = response.json().await.expect("result body");
             assert_eq!(body["status"], "succeeded", "{body}");
-            return started.elapsed();
+            return;
         }
         assert_eq!(response.status().as_u16(), 409, "unexpected result status");
     }
@@ -180,6 +219,12 @@ fn postgres_url() -> Option<String> {
 }
 
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // `cargo test --benches` runs bench targets with --bench absent; do a tiny run then.
     if !std::env::args().any(|a| a == "--bench") {
         // SAFETY: single-threaded at this point; no other thread reads the environment.

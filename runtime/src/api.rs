@@ -366,7 +366,7 @@ async fn cancel_job(
     let executor = state.service.executor();
     match outcome {
         CancelOutcome::Cancelled => {
-            executor.signal(&id, true);
+            executor.signal(&id);
             Ok((
                 StatusCode::OK,
                 Json(json!({"id": id, "status": "cancelled"})),
@@ -422,8 +422,8 @@ async fn job_events(
         .and_then(|v| v.parse::<i64>().ok())
         .or(params.after)
         .unwrap_or(0);
-    let signals = state.service.executor().subscribe();
-    let stream = event_stream(state.service.clone(), id, after, signals);
+    let watch = state.service.executor().watch(&id);
+    let stream = event_stream(state.service.clone(), id, after, watch);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -432,7 +432,7 @@ struct StreamState {
     id: String,
     after: i64,
     pending: std::collections::VecDeque<SseEvent>,
-    signals: tokio::sync::broadcast::Receiver<crate::executor::JobSignal>,
+    watch: crate::watchers::JobWatch,
     finished: bool,
 }
 
@@ -441,14 +441,14 @@ fn event_stream(
     service: Arc<JobService>,
     id: String,
     after: i64,
-    signals: tokio::sync::broadcast::Receiver<crate::executor::JobSignal>,
+    watch: crate::watchers::JobWatch,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let state = StreamState {
         service,
         id,
         after,
         pending: Default::default(),
-        signals,
+        watch,
         finished: false,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -499,17 +499,9 @@ fn event_stream(
                 Ok(None) => return None,
                 _ => {}
             }
-            let wait = tokio::time::sleep(Duration::from_millis(500));
-            tokio::pin!(wait);
-            loop {
-                tokio::select! {
-                    signal = st.signals.recv() => match signal {
-                        Ok(s) if s.job_id == st.id => break,
-                        Ok(_) => continue,
-                        Err(_) => break,
-                    },
-                    _ = &mut wait => break,
-                }
+            tokio::select! {
+                _ = st.watch.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
     })

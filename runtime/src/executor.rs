@@ -15,6 +15,7 @@ use crate::grants::{self, ImagePolicy};
 use crate::limits::JobLimits;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::watchers::{JobWatch, JobWatchers};
 use guestkit_host_api::{Job as WitJob, LogLevel, Observer};
 use guestkit_store::{Error as StoreError, HeartbeatStatus, Job, JobStore, Lease, Outcome};
 use serde_json::{Value, json};
@@ -22,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Most jobs one claim or one completion transaction handles.
@@ -107,18 +108,6 @@ impl Active {
     }
 }
 
-/// A finished attempt on its way to the store.
-enum Completion {
-    /// Write this outcome; `done` fires once it is durable.
-    Attempt {
-        lease: Box<Lease>,
-        outcome: Outcome,
-        done: oneshot::Sender<()>,
-    },
-    /// Fires once everything queued before it is written.
-    Flush(oneshot::Sender<()>),
-}
-
 /// What a handler reported, on its way to the store.
 enum EventMsg {
     Log {
@@ -132,17 +121,15 @@ enum EventMsg {
         total: u64,
         message: String,
     },
+    /// How an attempt ended; written after the job's log lines, so an event stream never
+    /// shows the end before the last log line. `done` fires once it is durable.
+    Complete {
+        lease: Box<Lease>,
+        outcome: Outcome,
+        done: oneshot::Sender<()>,
+    },
     /// Answered once every message sent before it is written.
     Flush(oneshot::Sender<()>),
-}
-
-/// A job's state changed or it has new events (job id); for long polls and SSE streams.
-#[derive(Debug, Clone)]
-pub struct JobSignal {
-    /// The job.
-    pub job_id: String,
-    /// Set when the job reached a terminal state.
-    pub terminal: bool,
 }
 
 struct Inner {
@@ -155,9 +142,8 @@ struct Inner {
     wake: Notify,
     stopping: AtomicBool,
     active: Mutex<HashMap<String, Arc<Active>>>,
-    completions: mpsc::UnboundedSender<Completion>,
     events: mpsc::Sender<EventMsg>,
-    signals: broadcast::Sender<JobSignal>,
+    watchers: Arc<JobWatchers>,
     dropped_events: AtomicU32,
 }
 
@@ -171,8 +157,7 @@ pub struct Executor {
 pub struct ExecutorTasks {
     dispatcher: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
-    completer: JoinHandle<()>,
-    event_writer: JoinHandle<()>,
+    writer: JoinHandle<()>,
 }
 
 impl Executor {
@@ -184,9 +169,7 @@ impl Executor {
         metrics: Arc<Metrics>,
         config: ExecutorConfig,
     ) -> (Executor, ExecutorTasks) {
-        let (completions, completion_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
-        let (signals, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             store,
@@ -197,9 +180,8 @@ impl Executor {
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             active: Mutex::new(HashMap::new()),
-            completions,
             events,
-            signals,
+            watchers: Arc::default(),
             dropped_events: AtomicU32::new(0),
         });
         inner
@@ -210,8 +192,7 @@ impl Executor {
         let tasks = ExecutorTasks {
             dispatcher: tokio::spawn(dispatch_loop(inner.clone())),
             heartbeat: tokio::spawn(heartbeat_loop(inner.clone())),
-            completer: tokio::spawn(complete_loop(inner.clone(), completion_rx)),
-            event_writer: tokio::spawn(event_loop(inner.clone(), event_rx)),
+            writer: tokio::spawn(write_loop(inner.clone(), event_rx)),
         };
         (Executor { inner }, tasks)
     }
@@ -239,17 +220,14 @@ impl Executor {
         }
     }
 
-    /// Signals about jobs changing state or producing events on this worker.
-    pub fn subscribe(&self) -> broadcast::Receiver<JobSignal> {
-        self.inner.signals.subscribe()
+    /// Subscribes to changes of a job run on this worker (state, progress, events).
+    pub fn watch(&self, job_id: &str) -> JobWatch {
+        self.inner.watchers.watch(job_id)
     }
 
-    /// Publishes a signal (used by the API for changes it makes itself, e.g. a cancel).
-    pub fn signal(&self, job_id: &str, terminal: bool) {
-        let _ = self.inner.signals.send(JobSignal {
-            job_id: job_id.to_string(),
-            terminal,
-        });
+    /// Wakes the watchers of a job (used by the API for changes it makes itself).
+    pub fn signal(&self, job_id: &str) {
+        self.inner.watchers.signal(job_id);
     }
 
     /// Jobs running on this worker now.
@@ -297,15 +275,11 @@ impl Executor {
             let _ = inner.slots.acquire_many(max).await;
         }
         tasks.heartbeat.abort();
-        // Every job task has sent its completion; close the channels by flushing.
+        // Every job task has queued its completion; wait until all of it is written.
         let (tx, rx) = oneshot::channel();
         let _ = inner.events.send(EventMsg::Flush(tx)).await;
         let _ = rx.await;
-        tasks.event_writer.abort();
-        let (tx, rx) = oneshot::channel();
-        let _ = inner.completions.send(Completion::Flush(tx));
-        let _ = rx.await;
-        tasks.completer.abort();
+        tasks.writer.abort();
     }
 }
 
@@ -317,8 +291,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Shortest time between two claims when the previous one drained the queue: jobs that
+/// arrive meanwhile are then claimed together, one transaction for many jobs, instead of
+/// one transaction each.
+const MIN_CLAIM_GAP: Duration = Duration::from_millis(1);
+
 async fn dispatch_loop(inner: Arc<Inner>) {
     let mut backoff = inner.config.poll_interval;
+    let mut drained_at: Option<Instant> = None;
     loop {
         if inner.stopping.load(Ordering::SeqCst) {
             return;
@@ -331,6 +311,12 @@ async fn dispatch_loop(inner: Arc<Inner>) {
             },
             _ = inner.wake.notified() => continue,
         };
+        if let Some(at) = drained_at.take() {
+            let since = at.elapsed();
+            if since < MIN_CLAIM_GAP {
+                tokio::time::sleep(MIN_CLAIM_GAP - since).await;
+            }
+        }
         let free = inner.slots.available_permits() + 1;
         let operations: Vec<String> = inner
             .registry
@@ -344,6 +330,7 @@ async fn dispatch_loop(inner: Arc<Inner>) {
             wait_for_work(&inner, inner.config.poll_interval).await;
             continue;
         }
+        let claim_started = Instant::now();
         let claimed = inner
             .store
             .claim(
@@ -353,6 +340,12 @@ async fn dispatch_loop(inner: Arc<Inner>) {
                 Some(&operations),
             )
             .await;
+        tracing::trace!(
+            asked = free.min(BATCH),
+            got = claimed.as_ref().map(|l| l.len()).unwrap_or(0),
+            us = claim_started.elapsed().as_micros() as u64,
+            "claim"
+        );
         let leases = match claimed {
             Ok(leases) => {
                 backoff = inner.config.poll_interval;
@@ -366,6 +359,9 @@ async fn dispatch_loop(inner: Arc<Inner>) {
                 continue;
             }
         };
+        if leases.len() < free.min(BATCH) {
+            drained_at = Some(Instant::now());
+        }
         if leases.is_empty() {
             drop(first);
             wait_for_work(&inner, inner.config.poll_interval).await;
@@ -383,10 +379,7 @@ async fn dispatch_loop(inner: Arc<Inner>) {
                 },
             };
             let inner = inner.clone();
-            tokio::spawn(async move {
-                run_job(&inner, lease).await;
-                drop(permit);
-            });
+            tokio::spawn(async move { run_job(&inner, lease, permit).await });
         }
     }
 }
@@ -402,13 +395,11 @@ async fn wait_for_work(inner: &Inner, timeout: Duration) {
 struct JobObserver {
     lease: Lease,
     events: mpsc::Sender<EventMsg>,
-    sent: AtomicBool,
     inner: Arc<Inner>,
 }
 
 impl JobObserver {
     fn send(&self, msg: EventMsg) {
-        self.sent.store(true, Ordering::Relaxed);
         if self.events.try_send(msg).is_err() {
             self.inner.dropped_events.fetch_add(1, Ordering::Relaxed);
         }
@@ -434,7 +425,7 @@ impl Observer for JobObserver {
     }
 }
 
-async fn run_job(inner: &Arc<Inner>, lease: Lease) {
+async fn run_job(inner: &Arc<Inner>, lease: Lease, slot: tokio::sync::OwnedSemaphorePermit) {
     let job_id = lease.job.id.clone();
     let active = Arc::new(Active {
         lease: lease.clone(),
@@ -445,10 +436,7 @@ async fn run_job(inner: &Arc<Inner>, lease: Lease) {
         map.insert(job_id.clone(), active.clone());
     }
     inner.metrics.active_jobs.inc();
-    let _ = inner.signals.send(JobSignal {
-        job_id: job_id.clone(),
-        terminal: false,
-    });
+    inner.watchers.signal(&job_id);
 
     let span = tracing::info_span!(
         "job",
@@ -491,14 +479,21 @@ async fn run_job(inner: &Arc<Inner>, lease: Lease) {
         }
         (_, outcome) => {
             let (done, wait) = oneshot::channel();
-            let _ = inner.completions.send(Completion::Attempt {
-                lease: Box::new(lease),
-                outcome,
-                done,
-            });
+            // Completions are never dropped: this waits if the writer is behind.
+            let _ = inner
+                .events
+                .send(EventMsg::Complete {
+                    lease: Box::new(lease),
+                    outcome,
+                    done,
+                })
+                .await;
+            // The slot stays taken until the outcome is durable, so the store never shows
+            // more than max_concurrent of this worker's jobs running.
             let _ = wait.await;
         }
     }
+    drop(slot);
 }
 
 /// Runs the attempt and turns what happened into an [`Outcome`].
@@ -547,7 +542,6 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
     let observer = Arc::new(JobObserver {
         lease: lease.clone(),
         events: inner.events.clone(),
-        sent: AtomicBool::new(false),
         inner: inner.clone(),
     });
     let metrics = &inner.metrics;
@@ -592,13 +586,6 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
             .handler_errors
             .with_label_values(&[handler_name, failure.code()])
             .inc();
-    }
-    // Logs and progress land before the completion, so a stream never shows the end first.
-    if observer.sent.load(Ordering::Relaxed) {
-        let (tx, rx) = oneshot::channel();
-        if inner.events.send(EventMsg::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
     }
     let mut usage = serde_json::to_value(&report.usage).unwrap_or(Value::Null);
     usage["handler"] = json!({
@@ -667,41 +654,11 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
     }
 }
 
-async fn complete_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Completion>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        if rx.recv_many(&mut batch, BATCH).await == 0 {
-            return;
-        }
-        let mut flushes = Vec::new();
-        let mut items = Vec::with_capacity(batch.len());
-        let mut waiters = Vec::with_capacity(batch.len());
-        for c in batch.drain(..) {
-            match c {
-                Completion::Flush(done) => flushes.push(done),
-                Completion::Attempt {
-                    lease,
-                    outcome,
-                    done,
-                } => {
-                    items.push((*lease, outcome));
-                    waiters.push(done);
-                }
-            }
-        }
-        if !items.is_empty() {
-            write_completions(&inner, items).await;
-        }
-        for w in waiters.into_iter().chain(flushes) {
-            let _ = w.send(());
-        }
-        inner.wake.notify_one();
-    }
-}
-
 /// Writes completions in one transaction, retrying while the database is unreachable (the
 /// leases stay ours for a while; losing them means another worker reruns the job).
 async fn write_completions(inner: &Inner, items: Vec<(Lease, Outcome)>) {
+    let started = Instant::now();
+    let count = items.len();
     let mut delay = Duration::from_millis(50);
     let results = loop {
         match inner.store.complete_batch(items.clone()).await {
@@ -720,6 +677,11 @@ async fn write_completions(inner: &Inner, items: Vec<(Lease, Outcome)>) {
             }
         }
     };
+    tracing::trace!(
+        jobs = count,
+        us = started.elapsed().as_micros() as u64,
+        "complete batch"
+    );
     for ((lease, _), result) in items.iter().zip(results) {
         match result {
             Ok(job) => record_completion(inner, &job),
@@ -732,8 +694,7 @@ async fn write_completions(inner: &Inner, items: Vec<(Lease, Outcome)>) {
 }
 
 fn record_completion(inner: &Inner, job: &Job) {
-    let terminal = job.state.is_terminal();
-    if terminal {
+    if job.state.is_terminal() {
         let outcome = job.state.as_str();
         inner
             .metrics
@@ -747,55 +708,74 @@ fn record_completion(inner: &Inner, job: &Job) {
             .with_label_values(&[&job.operation, outcome])
             .observe(took as f64 / 1000.0);
     }
-    let _ = inner.signals.send(JobSignal {
-        job_id: job.id.clone(),
-        terminal,
-    });
+    inner.watchers.signal(&job.id);
 }
 
-async fn event_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            EventMsg::Log {
-                job_id,
-                level,
-                message,
-            } => {
-                let data = json!({"level": level.to_string(), "message": message});
-                match inner.store.append_event(&job_id, "log", data).await {
-                    Ok(_) => {
-                        let _ = inner.signals.send(JobSignal {
-                            job_id,
-                            terminal: false,
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %job_id, error = %e, "writing a log event failed")
-                    }
+/// The one task that writes what jobs report: log lines, progress and completions, in
+/// arrival order and in as few transactions as there are kinds of thing waiting.
+async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
+    let mut batch = Vec::with_capacity(BATCH * 2);
+    while rx.recv_many(&mut batch, BATCH * 2).await > 0 {
+        let mut logs = Vec::new();
+        let mut progress: Vec<(Box<Lease>, u64, u64, String)> = Vec::new();
+        let mut completions = Vec::new();
+        let mut acks = Vec::new();
+        for msg in batch.drain(..) {
+            match msg {
+                EventMsg::Log {
+                    job_id,
+                    level,
+                    message,
+                } => {
+                    let data = json!({"level": level.to_string(), "message": message});
+                    logs.push((job_id, "log".to_string(), data));
                 }
-            }
-            EventMsg::Progress {
-                lease,
-                done,
-                total,
-                message,
-            } => {
-                let message = (!message.is_empty()).then_some(message.as_str());
-                match inner.store.set_progress(&lease, done, total, message).await {
-                    Ok(()) => {
-                        let _ = inner.signals.send(JobSignal {
-                            job_id: lease.job.id.clone(),
-                            terminal: false,
-                        });
-                    }
-                    Err(e) => {
-                        tracing::debug!(job = %lease.job.id, error = %e, "progress not recorded")
-                    }
+                EventMsg::Progress {
+                    lease,
+                    done,
+                    total,
+                    message,
+                } => {
+                    // Only the latest progress of a job matters.
+                    progress.retain(|(l, ..)| l.job.id != lease.job.id);
+                    progress.push((lease, done, total, message));
                 }
+                EventMsg::Complete {
+                    lease,
+                    outcome,
+                    done,
+                } => {
+                    completions.push((*lease, outcome));
+                    acks.push(done);
+                }
+                EventMsg::Flush(done) => acks.push(done),
             }
-            EventMsg::Flush(done) => {
-                let _ = done.send(());
+        }
+        let mut touched: Vec<String> = logs.iter().map(|(id, ..)| id.clone()).collect();
+        if !logs.is_empty() {
+            let count = logs.len();
+            if let Err(e) = inner.store.append_events(logs).await {
+                tracing::warn!(error = %e, lines = count, "writing log events failed");
             }
+        }
+        for (lease, done, total, message) in progress {
+            let message = (!message.is_empty()).then_some(message.as_str());
+            match inner.store.set_progress(&lease, done, total, message).await {
+                Ok(()) => touched.push(lease.job.id.clone()),
+                Err(e) => tracing::debug!(job = %lease.job.id, error = %e, "progress not recorded"),
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            inner.watchers.signal(&id);
+        }
+        if !completions.is_empty() {
+            write_completions(&inner, completions).await;
+            inner.wake.notify_one();
+        }
+        for done in acks {
+            let _ = done.send(());
         }
     }
 }

@@ -8,7 +8,7 @@
 //! `maximum_disk_size_gb`, and its `checksum` (of the image file, as `sha256sum` prints it).
 
 use crate::metrics::Metrics;
-use crate::protocol::ImageRef;
+use guestkit_protocol::ImageRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

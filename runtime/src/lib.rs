@@ -6,7 +6,6 @@
 //! - [`registry`]: built-in handlers plus a hot-reloaded handlers directory;
 //! - [`local`]: the in-process one-shot run behind `guestkit-worker run`;
 //! - [`executor`]: claims jobs from the store under leases and runs them;
-//! - [`protocol`]: job documents (Job Protocol v1.0 and the short form), validated;
 //! - [`grants`]: which images a job may read, checked at submission and at run time;
 //! - [`service`]: admission and submission of jobs (validation, backpressure, group commit);
 //! - [`api`]: the HTTP API; [`metrics`]: Prometheus metrics;
@@ -22,9 +21,9 @@ pub mod grants;
 pub mod limits;
 pub mod local;
 pub mod metrics;
-pub mod protocol;
 pub mod registry;
 pub mod service;
+pub mod watchers;
 
 pub use engine::{CancelToken, EngineConfig, JobFailure, RunReport, Sandbox, Usage};
 pub use limits::JobLimits;

@@ -4,8 +4,8 @@
 use crate::executor::{Executor, now_ms};
 use crate::grants::{self, ImagePolicy};
 use crate::metrics::Metrics;
-use crate::protocol::{self, Context, JobSpec};
 use crate::registry::Registry;
+use guestkit_protocol::{self as protocol, Context, JobSpec};
 use guestkit_store::{Error as StoreError, Job, JobState, JobStore, NewJob, Submitted};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -213,13 +213,13 @@ impl JobService {
         tenant: &str,
         remote: Option<&str>,
     ) -> Result<NewJob, ApiError> {
-        // Not JSON at all is a malformed request (400); JSON that is not a valid job is
-        // a semantic error (422).
-        let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError {
+        // Not JSON at all (or with duplicate keys) is a malformed request (400); JSON that
+        // is not a valid job is a semantic error (422).
+        let doc = protocol::parse_json(body).map_err(|e| ApiError {
             status: 400,
             code: "invalid_body",
-            field: Some("body".into()),
-            message: format!("not valid JSON: {e}"),
+            field: Some(e.field),
+            message: e.message,
         })?;
         let spec = protocol::validate(doc, &self.context())
             .map_err(|e| ApiError::field(e.field, e.message))?;
@@ -292,29 +292,18 @@ impl JobService {
         id: &str,
         wait: Duration,
     ) -> Result<Job, ApiError> {
-        let mut signals = self.executor.subscribe();
+        let mut watch = self.executor.watch(id);
         let until = tokio::time::Instant::now() + wait;
         loop {
             let job = self.job(tenant, id).await?;
             if job.state.is_terminal() || tokio::time::Instant::now() >= until {
                 return Ok(job);
             }
-            // Signals cover jobs run here; the timer covers jobs run by other workers.
-            let poll = tokio::time::Instant::now() + Duration::from_millis(500);
-            let wake = poll.min(until);
-            loop {
-                tokio::select! {
-                    signal = signals.recv() => match signal {
-                        Ok(s) if s.job_id == id && s.terminal => break,
-                        Ok(_) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(_) => {
-                            tokio::time::sleep_until(wake).await;
-                            break;
-                        }
-                    },
-                    _ = tokio::time::sleep_until(wake) => break,
-                }
+            // The watch covers jobs run here; the timer covers jobs run by other workers.
+            let wake = (tokio::time::Instant::now() + Duration::from_millis(500)).min(until);
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
         }
     }
@@ -364,7 +353,15 @@ async fn submit_loop(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<(NewJob, S
     let mut batch = Vec::with_capacity(SUBMIT_BATCH);
     while rx.recv_many(&mut batch, SUBMIT_BATCH).await > 0 {
         let (jobs, replies): (Vec<NewJob>, Vec<SubmitReply>) = batch.drain(..).unzip();
-        match store.submit_batch(jobs).await {
+        let started = std::time::Instant::now();
+        let count = jobs.len();
+        let stored = store.submit_batch(jobs).await;
+        tracing::trace!(
+            jobs = count,
+            us = started.elapsed().as_micros() as u64,
+            "submit batch"
+        );
+        match stored {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);

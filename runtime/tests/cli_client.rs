@@ -94,6 +94,17 @@ fn every_client_command_against_a_daemon() {
     assert!(text(&out).contains("id: from-yaml"), "{}", text(&out));
     assert!(text(&out).contains("priority: 9"), "{}", text(&out));
 
+    // The example jobs in the repository run as they are.
+    let examples = guestkit_fixtures::workspace_root().join("examples/jobs");
+    for example in ["echo-v1.json", "echo-short.yaml"] {
+        let path = examples.join(example);
+        let r = ok_json(&cli(
+            &daemon,
+            &["submit", path.to_str().unwrap(), "--wait", "-O", "json"],
+        ));
+        assert_eq!(r["status"], "succeeded", "{example}: {r}");
+    }
+
     // result, with --wait and without.
     let r = ok_json(&cli(
         &daemon,

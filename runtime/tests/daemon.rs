@@ -609,6 +609,22 @@ async fn a_full_queue_answers_429() {
         statuses.iter().all(|s| *s == 201 || *s == 429),
         "{statuses:?}"
     );
+
+    // The sampler publishes the queue and the pool as they are.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = daemon.metrics().await;
+        let queued = metric(&m, "guestkit_queue_depth", &[("state", "queued")]);
+        let running = metric(&m, "guestkit_queue_depth", &[("state", "running")]);
+        let in_use = metric(&m, "guestkit_pool_slots", &[("state", "in_use")]);
+        let active = metric(&m, "guestkit_active_jobs", &[]);
+        if queued >= Some(1.0) && running == Some(1.0) && in_use >= Some(1.0) && active == Some(1.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -647,6 +663,14 @@ async fn handlers_capabilities_health_and_openapi() {
         }
         assert!(Instant::now() < until, "{doc}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let m = daemon.metrics().await;
+        if metric(&m, "guestkit_handler_load_errors", &[]) == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < until, "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     let (status, caps) = http.get("/capabilities").await;

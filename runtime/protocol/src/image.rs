@@ -208,7 +208,7 @@ fn check_path(path: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses `<algorithm>:<hex>`, lowercasing the hex.
+/// Parses `<algorithm>:<hex>` (or bare hex, taken as sha256), lowercasing the hex.
 fn parse_checksum(s: &str, field: &str) -> Result<Checksum> {
     let names = || {
         ALGORITHMS
@@ -217,15 +217,8 @@ fn parse_checksum(s: &str, field: &str) -> Result<Checksum> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let Some((algorithm, hex)) = s.split_once(':') else {
-        return fail(
-            field,
-            format!(
-                "must be \"<algorithm>:<hex>\" with an algorithm of {}",
-                names()
-            ),
-        );
-    };
+    // Bare hex is a sha256, as in the original protocol's examples.
+    let (algorithm, hex) = s.split_once(':').unwrap_or(("sha256", s));
     let Some(&(_, len)) = ALGORITHMS.iter().find(|(name, _)| *name == algorithm) else {
         return fail(
             field,
@@ -252,6 +245,11 @@ mod tests {
         assert_eq!(c.hex, "ab".repeat(32));
         assert_eq!(c.to_string(), format!("sha256:{}", "ab".repeat(32)));
         assert!(parse_checksum(&format!("md5:{}", "0".repeat(32)), "f").is_ok());
+        let bare = parse_checksum(&"CD".repeat(32), "f").unwrap();
+        assert_eq!(
+            (bare.algorithm.as_str(), bare.hex.as_str()),
+            ("sha256", "cd".repeat(32).as_str())
+        );
         assert!(parse_checksum(&format!("blake3:{}", "f".repeat(64)), "f").is_ok());
         for bad in [
             "sha256".to_string(),

@@ -449,7 +449,7 @@ fn each_refusal_names_its_field() {
         (with(&["payload", "data", "image", "path"], json!("a\0b")), "payload.data.image.path"),
         (with(&["payload", "data", "image", "checksum"], json!("sha256:abc")), "payload.data.image.checksum"),
         (with(&["payload", "data", "image", "checksum"], json!(format!("crc32:{}", "0".repeat(8)))), "payload.data.image.checksum"),
-        (with(&["payload", "data", "image", "checksum"], json!(EMPTY_SHA256)), "payload.data.image.checksum"),
+        (with(&["payload", "data", "image", "checksum"], json!(&EMPTY_SHA256[1..])), "payload.data.image.checksum"),
         (with(&["payload", "data", "image", "read_only"], json!(false)), "payload.data.image.read_only"),
         (with(&["payload", "data", "image", "format"], json!("iso")), "payload.data.image.format"),
         (with(&["payload", "data", "image", "size_bytes"], json!(-1)), "payload.data.image.size_bytes"),

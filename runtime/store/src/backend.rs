@@ -29,7 +29,7 @@ macro_rules! impl_job_store {
         /// An event waiting to be written with the transaction that caused it.
         struct PendingEvent {
             job_id: String,
-            kind: &'static str,
+            kind: std::borrow::Cow<'static, str>,
             data: String,
         }
 
@@ -37,7 +37,7 @@ macro_rules! impl_job_store {
             fn state(job: &Job, reason: &str) -> Self {
                 PendingEvent {
                     job_id: job.id.clone(),
-                    kind: "state",
+                    kind: "state".into(),
                     data: state_event(job, reason),
                 }
             }
@@ -63,7 +63,7 @@ macro_rules! impl_job_store {
                     for event in chunk {
                         query = query
                             .bind(event.job_id.as_str())
-                            .bind(event.kind)
+                            .bind(event.kind.as_ref())
                             .bind(event.data.as_str())
                             .bind(at);
                     }
@@ -692,7 +692,9 @@ macro_rules! impl_job_store {
                 let mut tx = self.begin().await?;
                 let now = now_ms();
                 let mut events = Vec::new();
-                Self::sweep(&mut tx, now, &mut events).await?;
+                if self.sweep.due(now) {
+                    Self::sweep(&mut tx, now, &mut events).await?;
+                }
                 let ops: &[String] = operations.unwrap_or(&[]);
                 let mut jobs = Vec::new();
                 if max > 0 && (operations.is_none() || !ops.is_empty()) {
@@ -734,7 +736,7 @@ macro_rules! impl_job_store {
                     for job in &jobs {
                         events.push(PendingEvent {
                             job_id: job.id.clone(),
-                            kind: "state",
+                            kind: "state".into(),
                             data: json!({
                                 "state": job.state.as_str(),
                                 "attempt": job.attempt,
@@ -848,7 +850,7 @@ macro_rules! impl_job_store {
                     if requested.is_some() {
                         let event = PendingEvent {
                             job_id: id.to_owned(),
-                            kind: "cancel_requested",
+                            kind: "cancel_requested".into(),
                             data: "{}".to_owned(),
                         };
                         Self::insert_events(&mut tx, &[event], now).await?;
@@ -930,11 +932,49 @@ macro_rules! impl_job_store {
                 }
                 let event = PendingEvent {
                     job_id: lease.job.id.clone(),
-                    kind: "progress",
+                    kind: "progress".into(),
                     data: json!({ "done": done, "total": total, "message": message }).to_string(),
                 };
                 Self::insert_events(&mut tx, &[event], now).await?;
                 tx.commit().await.ctx("committing progress")
+            }
+
+            async fn append_events(&self, events: Vec<(String, String, Value)>) -> Result<usize> {
+                let mut pending = Vec::with_capacity(events.len());
+                for (job_id, kind, data) in events {
+                    // An invalid event is dropped alone; the others are written.
+                    if let Ok(text) = check_event(&kind, &data) {
+                        pending.push(PendingEvent { job_id, kind: kind.into(), data: text });
+                    }
+                }
+                if pending.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                let mut ids: Vec<&str> = pending.iter().map(|e| e.job_id.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut known = HashSet::new();
+                // Lock each job row once, in id order (no deadlock between two writers), so
+                // a job's events get their sequence numbers in commit order.
+                for id in ids {
+                    let row = sqlx::query::<$db>(
+                        "UPDATE jobs SET updated_at = $1 WHERE id = $2 RETURNING seq",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .ctx("locking a job for events")?;
+                    if row.is_some() {
+                        known.insert(id.to_owned());
+                    }
+                }
+                pending.retain(|e| known.contains(&e.job_id));
+                Self::insert_events(&mut tx, &pending, now).await?;
+                tx.commit().await.ctx("committing events")?;
+                Ok(pending.len())
             }
 
             async fn append_event(&self, job_id: &str, kind: &str, data: Value) -> Result<i64> {

@@ -23,6 +23,27 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_EVENT_DATA: usize = 64 * 1024;
 /// Longest progress message kept, in bytes (longer ones are truncated).
 pub const MAX_PROGRESS_MESSAGE: usize = 1024;
+/// Claims sweep expired leases and overdue jobs at most this often: the sweep costs two
+/// statements, and under load claims come every millisecond or two.
+pub(crate) const SWEEP_INTERVAL_MS: i64 = 100;
+
+/// Remembers when this store instance last swept.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SweepGate(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl SweepGate {
+    /// True (and the time is taken) when the last sweep is at least [`SWEEP_INTERVAL_MS`] old.
+    pub(crate) fn due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.0.load(Ordering::Relaxed);
+        now - last >= SWEEP_INTERVAL_MS
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 /// Lost leases (a worker died mid-attempt) a job is not charged an attempt for.
 pub(crate) const MAX_LOST_LEASES: i64 = 3;
 /// How many expired leases / overdue jobs one `claim` call sweeps at most; the rest are

@@ -104,6 +104,11 @@ pub trait JobStore: Send + Sync {
     /// Appends an event (e.g. a log line) to a job's stream; returns its sequence number.
     async fn append_event(&self, job_id: &str, kind: &str, data: Value) -> Result<i64>;
 
+    /// Appends many `(job_id, kind, data)` events in one transaction (log lines of many
+    /// jobs at once). Events of unknown jobs and invalid events are skipped; returns how
+    /// many were written.
+    async fn append_events(&self, events: Vec<(String, String, Value)>) -> Result<usize>;
+
     /// Events of a job with a sequence number above `after_seq`, oldest first, at most
     /// `limit` (clamped to 1..=[`MAX_EVENTS`]).
     async fn events_since(&self, job_id: &str, after_seq: i64, limit: usize) -> Result<Vec<Event>>;

@@ -21,6 +21,7 @@ const MIGRATION_LOCK: i64 = 0x6775_6573_746b_6974; // "guestkit"
 pub struct PgStore {
     pool: PgPool,
     pub(crate) config: StoreConfig,
+    pub(crate) sweep: crate::common::SweepGate,
 }
 
 /// Options of [`PgStore::connect_with`].
@@ -75,6 +76,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             config: options.config,
+            sweep: Default::default(),
         })
     }
 

@@ -34,6 +34,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     pub(crate) config: StoreConfig,
+    pub(crate) sweep: crate::common::SweepGate,
 }
 
 /// Options of [`SqliteStore::open_with`].
@@ -94,6 +95,7 @@ impl SqliteStore {
             writer,
             reader,
             config: options.config,
+            sweep: Default::default(),
         })
     }
 
