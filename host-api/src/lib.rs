@@ -16,8 +16,21 @@ pub mod bindings {
         // Jobs run with `call_async` so a wall-clock timeout or a cancel can drop a job that
         // is blocked inside a host call (e.g. a WASI sleep), not only one spinning in wasm.
         exports: { default: async },
+        // Disk calls return wasmtime::Result so a bad resource handle traps the job
+        // instead of panicking the host.
+        imports: {
+            "guestkit:handler/disk": trappable,
+            "guestkit:handler/checksum": trappable,
+        },
+        with: {
+            "guestkit:handler/disk.image": crate::disk::ImageHandle,
+            "guestkit:handler/disk.filesystem": crate::disk::FsHandle,
+        },
     });
 }
+
+pub mod disk;
+pub use disk::{DiskCtx, GrantedImage};
 
 pub use bindings::guestkit::handler::log::Level as LogLevel;
 pub use bindings::guestkit::handler::types::{HandlerError, HandlerInfo, Job, Output};
@@ -69,6 +82,7 @@ pub struct HostCtx {
     dropped_log_lines: u32,
     last_progress_at: Option<Instant>,
     held_progress: Option<(u64, u64, String)>,
+    disk: DiskCtx,
 }
 
 impl HostCtx {
@@ -81,7 +95,19 @@ impl HostCtx {
             dropped_log_lines: 0,
             last_progress_at: None,
             held_progress: None,
+            disk: DiskCtx::default(),
         }
+    }
+
+    /// Grants the job's images (see [`disk`]).
+    pub fn with_disk(mut self, disk: DiskCtx) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// The job's disk state (bytes read so far).
+    pub fn disk(&self) -> &DiskCtx {
+        &self.disk
     }
 
     /// Log lines dropped because the job exceeded [`ReportLimits::max_log_lines`].

@@ -4,7 +4,7 @@
 use crate::limits::{JobLimiter, JobLimits};
 use anyhow::{Context, Result};
 use guestkit_host_api::{
-    HandlerError, HandlerInfo, HandlerPre, HostCtx, Job, Observer, ReportLimits,
+    DiskCtx, HandlerError, HandlerInfo, HandlerPre, HostCtx, Job, Observer, ReportLimits,
 };
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -111,6 +111,8 @@ pub struct Usage {
     pub wall_time_us: u64,
     /// Log lines dropped over the per-job cap.
     pub dropped_log_lines: u32,
+    /// Bytes read from the job's granted images (checksums included).
+    pub disk_bytes_read: u64,
 }
 
 /// Why a job failed. Each variant has a stable [`code`](Self::code) for APIs and metrics.
@@ -372,6 +374,7 @@ impl Sandbox {
         observer: Arc<dyn Observer>,
         limits: &JobLimits,
         cancel: &CancelToken,
+        disk: DiskCtx,
     ) -> Result<(Store<InstanceState>, MemoryOutputPipe)> {
         let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
         // No preopens, no environment, no arguments, no network: a handler reaches the
@@ -382,7 +385,7 @@ impl Sandbox {
             .allow_ip_name_lookup(false)
             .build();
         let state = InstanceState {
-            host: HostCtx::new(observer, ReportLimits::default()),
+            host: HostCtx::new(observer, ReportLimits::default()).with_disk(disk),
             wasi,
             table: ResourceTable::new(),
             limiter: JobLimiter::new(limits),
@@ -418,8 +421,12 @@ impl Sandbox {
         let limits = crate::limits::describe_limits();
         let cancel = CancelToken::new();
         let _slot = SlotGuard::new(&self.stores_live);
-        let (mut store, stderr) =
-            self.new_store(Arc::new(guestkit_host_api::NullObserver), &limits, &cancel)?;
+        let (mut store, stderr) = self.new_store(
+            Arc::new(guestkit_host_api::NullObserver),
+            &limits,
+            &cancel,
+            DiskCtx::default(),
+        )?;
         let call = async {
             let handler = pre.instantiate_async(&mut store).await?;
             handler.call_describe(&mut store).await
@@ -448,9 +455,23 @@ impl Sandbox {
         observer: Arc<dyn Observer>,
         cancel: &CancelToken,
     ) -> RunReport {
+        self.run_with_disk(pre, job, limits, observer, cancel, DiskCtx::default())
+            .await
+    }
+
+    /// [`Sandbox::run`] with the job's granted images behind the `disk` interface.
+    pub async fn run_with_disk(
+        &self,
+        pre: &HandlerPre<InstanceState>,
+        job: &Job,
+        limits: &JobLimits,
+        observer: Arc<dyn Observer>,
+        cancel: &CancelToken,
+        disk: DiskCtx,
+    ) -> RunReport {
         let started = Instant::now();
         let _slot = SlotGuard::new(&self.stores_live);
-        let (mut store, stderr) = match self.new_store(observer, limits, cancel) {
+        let (mut store, stderr) = match self.new_store(observer, limits, cancel, disk) {
             Ok(s) => s,
             Err(e) => {
                 return RunReport {
@@ -527,6 +548,7 @@ fn usage_of(store: &mut Store<InstanceState>, limits: &JobLimits, started: Insta
         peak_memory_bytes: store.data().limiter.peak() as u64,
         wall_time_us: started.elapsed().as_micros() as u64,
         dropped_log_lines: store.data().host.dropped_log_lines(),
+        disk_bytes_read: store.data().host.disk().bytes_read(),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::limits::JobLimits;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::watchers::{JobWatch, JobWatchers};
-use guestkit_host_api::{Job as WitJob, LogLevel, Observer};
+use guestkit_host_api::{DiskCtx, Job as WitJob, LogLevel, Observer};
 use guestkit_store::{Error as StoreError, HeartbeatStatus, Job, JobStore, Lease, Outcome};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -524,10 +524,12 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
             Value::Null,
         );
     };
-    let names = match grants::prepare(&inner.config.images, &job.images, &inner.metrics).await {
-        Ok(names) => names,
+    let images = match grants::prepare(&inner.config.images, &job.images, &inner.metrics).await {
+        Ok(images) => images,
         Err(e) => return failed(e.code(), e.to_string(), e.retryable(), Value::Null),
     };
+    let names = images.iter().map(|i| i.name.clone()).collect();
+    let disk = DiskCtx::new(images, Arc::default());
     let payload = match serde_json::to_string(&job.payload) {
         Ok(p) => p,
         Err(e) => return failed("invalid_input", e.to_string(), false, Value::Null),
@@ -557,14 +559,19 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
     let started = Instant::now();
     let report = inner
         .sandbox
-        .run(
+        .run_with_disk(
             handler.pre(),
             &wit_job,
             &limits,
-            observer.clone(),
+            observer,
             &active.cancel,
+            disk,
         )
         .await;
+    metrics
+        .disk_bytes_read
+        .with_label_values(&["job"])
+        .inc_by(report.usage.disk_bytes_read);
     metrics
         .handler_duration
         .with_label_values(&[handler_name])

@@ -8,6 +8,9 @@
 //! `maximum_disk_size_gb`, and its `checksum` (of the image file, as `sha256sum` prints it).
 
 use crate::metrics::Metrics;
+use guestkit_block::{BlockSource as _, FileSource};
+use guestkit_host_api::GrantedImage;
+use guestkit_host_api::bindings::guestkit::handler::checksum::Algorithm;
 use guestkit_protocol::ImageRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -170,34 +173,50 @@ impl GrantError {
     }
 }
 
-/// Opens and checks every granted image; returns the names the handler is given.
+/// Opens and checks every granted image; returns them ready for the `disk` interface.
 pub async fn prepare(
     policy: &ImagePolicy,
     images: &Value,
     metrics: &Arc<Metrics>,
-) -> Result<Vec<String>, GrantError> {
+) -> Result<Vec<GrantedImage>, GrantError> {
     if images.is_null() || images.as_array().is_some_and(|a| a.is_empty()) {
         return Ok(Vec::new());
     }
     let grants: Vec<Grant> =
         serde_json::from_value(images.clone()).map_err(|e| GrantError::Malformed(e.to_string()))?;
-    let mut names = Vec::with_capacity(grants.len());
+    let mut opened = Vec::with_capacity(grants.len());
     for grant in grants {
         let policy = policy.clone();
         let metrics = metrics.clone();
         let name = grant.name.clone();
-        tokio::task::spawn_blocking(move || check(&policy, &grant, &metrics))
+        let image = tokio::task::spawn_blocking(move || open(&policy, &grant, &metrics))
             .await
             .map_err(|e| GrantError::Unavailable {
                 name: name.clone(),
-                message: format!("checking the image panicked: {e}"),
+                message: format!("opening the image panicked: {e}"),
             })??;
-        names.push(name);
+        opened.push(image);
     }
-    Ok(names)
+    Ok(opened)
 }
 
-fn check(policy: &ImagePolicy, grant: &Grant, metrics: &Metrics) -> Result<(), GrantError> {
+fn algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "sha256" => Algorithm::Sha256,
+        "sha512" => Algorithm::Sha512,
+        "sha1" => Algorithm::Sha1,
+        "md5" => Algorithm::Md5,
+        "blake3" => Algorithm::Blake3,
+        _ => return None,
+    })
+}
+
+/// Opens one granted image and enforces what the job document promised about it.
+pub fn open(
+    policy: &ImagePolicy,
+    grant: &Grant,
+    metrics: &Metrics,
+) -> Result<GrantedImage, GrantError> {
     let unavailable = |message: String| GrantError::Unavailable {
         name: grant.name.clone(),
         message,
@@ -212,52 +231,54 @@ fn check(policy: &ImagePolicy, grant: &Grant, metrics: &Metrics) -> Result<(), G
         ));
     }
     let file = std::fs::File::open(&grant.path).map_err(|e| unavailable(e.to_string()))?;
-    // The checksum is taken through the same open file (a duplicate descriptor) the format reader uses, so the bytes
-    // verified are the bytes read even if the path is swapped meanwhile.
+    // Everything below reads through this one open file (duplicated descriptors share it):
+    // the bytes verified are the bytes the handler reads, even if the path is swapped.
+    let dup = || file.try_clone().map_err(|e| unavailable(e.to_string()));
     if let Some(expected) = &grant.checksum {
-        let Some((algorithm, want)) = expected.split_once(':') else {
+        let (name, want) = expected.split_once(':').unwrap_or(("sha256", expected));
+        let Some(algo) = algorithm(name) else {
             return Err(GrantError::Malformed(format!("checksum {expected:?}")));
         };
-        let dup = file.try_clone().map_err(|e| unavailable(e.to_string()))?;
-        match hash_file(dup, algorithm) {
-            Ok((found, bytes)) => {
-                metrics
-                    .disk_bytes_read
-                    .with_label_values(&["file"])
-                    .inc_by(bytes);
-                let matches = found.eq_ignore_ascii_case(want);
-                let result = if matches { "match" } else { "mismatch" };
+        let source = FileSource::from_file(dup()?).map_err(|e| unavailable(e.to_string()))?;
+        let verified = guestkit_host_api::disk::hash_source(&source, algo);
+        metrics
+            .disk_bytes_read
+            .with_label_values(&["verify"])
+            .inc_by(source.size());
+        match verified {
+            Ok(found) if found.eq_ignore_ascii_case(want) => {
                 metrics
                     .checksum_verifications
-                    .with_label_values(&[algorithm, result])
+                    .with_label_values(&[name, "match"])
                     .inc();
-                if !matches {
-                    return Err(mismatch(format!(
-                        "checksum mismatch: expected {algorithm}:{want}, found {algorithm}:{found}"
-                    )));
-                }
+            }
+            Ok(found) => {
+                metrics
+                    .checksum_verifications
+                    .with_label_values(&[name, "mismatch"])
+                    .inc();
+                return Err(mismatch(format!(
+                    "checksum mismatch: expected {name}:{want}, found {name}:{found}"
+                )));
             }
             Err(e) => {
                 metrics
                     .checksum_verifications
-                    .with_label_values(&[algorithm, "error"])
+                    .with_label_values(&[name, "error"])
                     .inc();
-                return Err(unavailable(format!("checksum: {e}")));
+                return Err(unavailable(format!("checksum: {e:?}")));
             }
         }
-    }
-    if grant.format.is_none() && grant.size_bytes.is_none() && grant.max_virtual_size.is_none() {
-        return Ok(());
     }
     let opts = guestkit_formats::OpenOptions {
         allowed_roots: policy.roots.clone(),
         ..Default::default()
     };
-    let image = guestkit_formats::open_file(file, &grant.path, &opts)
+    let image = guestkit_formats::open_file(dup()?, &grant.path, &opts)
         .map_err(|e| mismatch(format!("cannot be opened as a disk image: {e}")))?;
-    let info = image.info();
+    let info = image.info().clone();
+    let found = info.format.qemu_name();
     if let Some(want) = &grant.format {
-        let found = info.format.qemu_name();
         let same = want == found || (want == "vhd" && found == "vpc");
         if !same {
             return Err(mismatch(format!("format is {found}, the job says {want}")));
@@ -279,57 +300,11 @@ fn check(policy: &ImagePolicy, grant: &Grant, metrics: &Metrics) -> Result<(), G
             info.virtual_size
         )));
     }
-    Ok(())
-}
-
-/// Hashes a whole file with `algorithm`; returns the lowercase hex digest and bytes read.
-fn hash_file(mut file: std::fs::File, algorithm: &str) -> std::io::Result<(String, u64)> {
-    use sha2::Digest as _;
-    use std::io::Read as _;
-    enum Hasher {
-        Sha256(sha2::Sha256),
-        Sha512(sha2::Sha512),
-        Sha1(sha1::Sha1),
-        Md5(md5::Md5),
-        Blake3(Box<blake3::Hasher>),
-    }
-    let mut hasher = match algorithm {
-        "sha256" => Hasher::Sha256(sha2::Sha256::new()),
-        "sha512" => Hasher::Sha512(sha2::Sha512::new()),
-        "sha1" => Hasher::Sha1(sha1::Sha1::new()),
-        "md5" => Hasher::Md5(md5::Md5::new()),
-        "blake3" => Hasher::Blake3(Box::default()),
-        other => {
-            return Err(std::io::Error::other(format!(
-                "unknown checksum algorithm {other}"
-            )));
-        }
-    };
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        let chunk = &buf[..n];
-        match &mut hasher {
-            Hasher::Sha256(h) => h.update(chunk),
-            Hasher::Sha512(h) => h.update(chunk),
-            Hasher::Sha1(h) => h.update(chunk),
-            Hasher::Md5(h) => h.update(chunk),
-            Hasher::Blake3(h) => {
-                h.update(chunk);
-            }
-        }
-    }
-    let hex = match hasher {
-        Hasher::Sha256(h) => hex::encode(h.finalize()),
-        Hasher::Sha512(h) => hex::encode(h.finalize()),
-        Hasher::Sha1(h) => hex::encode(h.finalize()),
-        Hasher::Md5(h) => hex::encode(h.finalize()),
-        Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
-    };
-    Ok((hex, total))
+    Ok(GrantedImage {
+        name: grant.name.clone(),
+        disk: Arc::new(image),
+        file: Some(Arc::new(file)),
+        format: found.to_string(),
+        backing_depth: info.backing_chain.len() as u32,
+    })
 }

@@ -5,7 +5,7 @@ use crate::engine::{CancelToken, RunReport, Sandbox};
 use crate::limits::JobLimits;
 use crate::registry::{self, HandlerSource, LoadedHandler, Registry, RegistryConfig};
 use anyhow::{Context, Result, bail};
-use guestkit_host_api::{Job, LogLevel, Observer};
+use guestkit_host_api::{DiskCtx, Job, LogLevel, Observer};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,7 +72,36 @@ pub async fn run(
     sandbox: &Arc<Sandbox>,
     job: &LocalJob,
 ) -> Result<(Arc<LoadedHandler>, RunReport)> {
-    let images = grant_images(&job.images)?;
+    let names = grant_images(&job.images)?;
+    let mut images = Vec::with_capacity(names.len());
+    let metrics = crate::metrics::Metrics::new()?;
+    for (path, name) in job.images.iter().zip(&names) {
+        // The image's own directory is its root: backing files may live beside it, not
+        // anywhere else.
+        let dir = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
+        let policy = crate::grants::ImagePolicy::new(&[dir.to_path_buf()])?;
+        let grant = crate::grants::Grant {
+            name: name.clone(),
+            path: std::fs::canonicalize(path)
+                .with_context(|| format!("image {}", path.display()))?,
+            format: None,
+            checksum: None,
+            size_bytes: None,
+            max_virtual_size: None,
+        };
+        let opened = crate::grants::open(&policy, &grant, &metrics)
+            .with_context(|| format!("image {}", path.display()))?;
+        images.push(opened);
+    }
     let (handler, operation) = match &job.handler_file {
         Some(path) => {
             let handler = load_file(sandbox, path).await?;
@@ -121,16 +150,17 @@ pub async fn run(
         id: format!("local-{}", std::process::id()),
         operation,
         payload: serde_json::to_string(&job.payload)?,
-        images,
+        images: names,
         attempt: 1,
     };
     let report = sandbox
-        .run(
+        .run_with_disk(
             handler.pre(),
             &wit_job,
             &job.limits,
             Arc::new(StderrObserver),
             &CancelToken::new(),
+            DiskCtx::new(images, Arc::default()),
         )
         .await;
     Ok((handler, report))

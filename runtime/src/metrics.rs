@@ -51,7 +51,7 @@ pub struct Metrics {
     pub fuel_consumed: IntCounterVec,
     /// Peak linear memory of handler runs, by operation.
     pub memory_peak: HistogramVec,
-    /// Bytes read from granted disk images, by image format.
+    /// Bytes read from granted disk images: `verify` (checksums before the job) and `job`.
     pub disk_bytes_read: IntCounterVec,
     /// Image checksum verifications, by algorithm and result (`match`, `mismatch`, `error`).
     pub checksum_verifications: IntCounterVec,
@@ -137,8 +137,8 @@ impl Metrics {
         )?;
         let disk_bytes_read = counter(
             "guestkit_disk_bytes_read_total",
-            "Bytes read from granted disk images, by image format.",
-            &["format"],
+            "Bytes read from granted disk images, by what read them (verify, job).",
+            &["kind"],
         )?;
         let checksum_verifications = counter(
             "guestkit_checksum_verifications_total",
