@@ -30,6 +30,8 @@ pub struct DaemonConfig {
     pub handlers_dir: Option<PathBuf>,
     /// Directories images may be granted from (default `data_dir/images`).
     pub image_roots: Vec<PathBuf>,
+    /// NBD URI prefixes jobs may name as images (none by default).
+    pub nbd_allow: Vec<String>,
     /// Compile cache directory.
     pub cache_dir: Option<PathBuf>,
     /// Executor settings (worker id, concurrency, lease, limits).
@@ -52,6 +54,7 @@ impl DaemonConfig {
             database_url: None,
             handlers_dir: None,
             image_roots: Vec::new(),
+            nbd_allow: Vec::new(),
             cache_dir: None,
             executor: ExecutorConfig::default(),
             service: ServiceConfig::default(),
@@ -112,6 +115,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let mut exec_config = config.executor.clone();
     exec_config.images = ImagePolicy::new(&config.image_roots)?;
+    exec_config.images.nbd_allow = config.nbd_allow.clone();
     let images = exec_config.images.clone();
     let (executor, tasks) = Executor::start(
         store.clone(),

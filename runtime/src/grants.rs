@@ -8,7 +8,7 @@
 //! `maximum_disk_size_gb`, and its `checksum` (of the image file, as `sha256sum` prints it).
 
 use crate::metrics::Metrics;
-use guestkit_block::{BlockSource as _, FileSource};
+use guestkit_block::{BlockSource, FileSource};
 use guestkit_host_api::GrantedImage;
 use guestkit_host_api::bindings::guestkit::handler::checksum::Algorithm;
 use guestkit_protocol::ImageRef;
@@ -23,6 +23,10 @@ pub struct ImagePolicy {
     /// Directories whose files jobs may be granted (canonical paths). Relative image paths
     /// are looked up in them in order. Empty: no image can be granted.
     pub roots: Vec<PathBuf>,
+    /// NBD servers jobs may name: `HOST:PORT` for TCP, or a directory (absolute path) whose
+    /// unix sockets are allowed. Empty: no NBD image can be granted (a job must not make the
+    /// worker connect anywhere it likes).
+    pub nbd_allow: Vec<String>,
 }
 
 impl ImagePolicy {
@@ -34,7 +38,31 @@ impl ImagePolicy {
                 .map_err(|e| anyhow::anyhow!("image root {}: {e}", root.display()))?;
             canonical.push(c);
         }
-        Ok(ImagePolicy { roots: canonical })
+        Ok(ImagePolicy {
+            roots: canonical,
+            nbd_allow: Vec::new(),
+        })
+    }
+
+    /// Whether `uri` names an allowed NBD server.
+    fn nbd_allowed(&self, uri: &guestkit_nbd::NbdUri) -> bool {
+        match &uri.address {
+            guestkit_nbd::Address::Tcp { host, port } => {
+                let want = format!("{host}:{port}");
+                self.nbd_allow.iter().any(|a| *a == want)
+            }
+            guestkit_nbd::Address::Unix(socket) => {
+                let socket = Path::new(socket);
+                let plain = socket
+                    .components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir));
+                plain
+                    && self
+                        .nbd_allow
+                        .iter()
+                        .any(|a| a.starts_with('/') && socket.starts_with(a))
+            }
+        }
     }
 
     fn confine(&self, path: &Path) -> Option<PathBuf> {
@@ -51,8 +79,11 @@ impl ImagePolicy {
 pub struct Grant {
     /// The name the job used (and the handler sees).
     pub name: String,
-    /// The canonical path inside an image root.
+    /// The canonical path inside an image root (empty for an NBD image).
     pub path: PathBuf,
+    /// The NBD URI, for an image served over NBD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd: Option<String>,
     /// Required image format, if the document named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
@@ -90,10 +121,8 @@ pub fn resolve(
             message,
         };
         if image.path.contains("://") {
-            return Err(refuse(format!(
-                "{}: network images are not enabled on this worker",
-                image.path
-            )));
+            grants.push(resolve_nbd(policy, image, max_disk_bytes, &grants).map_err(refuse)?);
+            continue;
         }
         let given = Path::new(&image.path);
         let candidates: Vec<PathBuf> = if given.is_absolute() {
@@ -121,6 +150,7 @@ pub fn resolve(
         grants.push(Grant {
             name: image.path.clone(),
             path,
+            nbd: None,
             format: image.format.clone(),
             checksum: image
                 .checksum
@@ -131,6 +161,46 @@ pub fn resolve(
         });
     }
     Ok(grants)
+}
+
+/// Checks an NBD URI against the policy; the refusal message on error.
+fn resolve_nbd(
+    policy: &ImagePolicy,
+    image: &ImageRef,
+    max_disk_bytes: Option<u64>,
+    earlier: &[Grant],
+) -> Result<Grant, String> {
+    let uri =
+        guestkit_nbd::NbdUri::parse(&image.path).map_err(|e| format!("{}: {}", image.path, e.0))?;
+    if !policy.nbd_allowed(&uri) {
+        let allowed = if policy.nbd_allow.is_empty() {
+            "prefixes set with --nbd-allow (none are)".to_string()
+        } else {
+            policy.nbd_allow.join(", ")
+        };
+        return Err(format!(
+            "{}: NBD images are allowed only from {allowed}",
+            image.path
+        ));
+    }
+    if earlier
+        .iter()
+        .any(|g| g.nbd.as_deref() == Some(image.path.as_str()))
+    {
+        return Err(format!("{}: the same image is granted twice", image.path));
+    }
+    Ok(Grant {
+        name: image.path.clone(),
+        path: PathBuf::new(),
+        nbd: Some(image.path.clone()),
+        format: image.format.clone(),
+        checksum: image
+            .checksum
+            .as_ref()
+            .map(|c| format!("{}:{}", c.algorithm, c.hex)),
+        size_bytes: image.size_bytes,
+        max_virtual_size: max_disk_bytes,
+    })
 }
 
 /// Why a granted image could not be handed to the job at run time.
@@ -221,10 +291,9 @@ pub fn open(
         name: grant.name.clone(),
         message,
     };
-    let mismatch = |message: String| GrantError::Mismatch {
-        name: grant.name.clone(),
-        message,
-    };
+    if let Some(uri) = &grant.nbd {
+        return open_nbd(policy, grant, uri, metrics);
+    }
     if policy.confine(&grant.path).is_none() {
         return Err(unavailable(
             "no longer inside the allowed image roots".into(),
@@ -234,49 +303,112 @@ pub fn open(
     // Everything below reads through this one open file (duplicated descriptors share it):
     // the bytes verified are the bytes the handler reads, even if the path is swapped.
     let dup = || file.try_clone().map_err(|e| unavailable(e.to_string()));
-    if let Some(expected) = &grant.checksum {
-        let (name, want) = expected.split_once(':').unwrap_or(("sha256", expected));
-        let Some(algo) = algorithm(name) else {
-            return Err(GrantError::Malformed(format!("checksum {expected:?}")));
-        };
+    if grant.checksum.is_some() {
         let source = FileSource::from_file(dup()?).map_err(|e| unavailable(e.to_string()))?;
-        let verified = guestkit_host_api::disk::hash_source(&source, algo);
-        metrics
-            .disk_bytes_read
-            .with_label_values(&["verify"])
-            .inc_by(source.size());
-        match verified {
-            Ok(found) if found.eq_ignore_ascii_case(want) => {
-                metrics
-                    .checksum_verifications
-                    .with_label_values(&[name, "match"])
-                    .inc();
-            }
-            Ok(found) => {
-                metrics
-                    .checksum_verifications
-                    .with_label_values(&[name, "mismatch"])
-                    .inc();
-                return Err(mismatch(format!(
-                    "checksum mismatch: expected {name}:{want}, found {name}:{found}"
-                )));
-            }
-            Err(e) => {
-                metrics
-                    .checksum_verifications
-                    .with_label_values(&[name, "error"])
-                    .inc();
-                return Err(unavailable(format!("checksum: {e:?}")));
-            }
-        }
+        verify(grant, &source, metrics)?;
     }
     let opts = guestkit_formats::OpenOptions {
         allowed_roots: policy.roots.clone(),
         ..Default::default()
     };
-    let image = guestkit_formats::open_file(dup()?, &grant.path, &opts)
-        .map_err(|e| mismatch(format!("cannot be opened as a disk image: {e}")))?;
+    let image = guestkit_formats::open_file(dup()?, &grant.path, &opts).map_err(|e| {
+        GrantError::Mismatch {
+            name: grant.name.clone(),
+            message: format!("cannot be opened as a disk image: {e}"),
+        }
+    })?;
     let info = image.info().clone();
+    check_info(grant, &info)?;
+    Ok(GrantedImage {
+        name: grant.name.clone(),
+        disk: Arc::new(image),
+        file: Some(Arc::new(file)),
+        format: info.format.qemu_name().to_string(),
+        backing_depth: info.backing_chain.len() as u32,
+    })
+}
+
+/// Opens an image served over NBD (allowed by the policy at submission, checked again).
+fn open_nbd(
+    policy: &ImagePolicy,
+    grant: &Grant,
+    uri: &str,
+    metrics: &Metrics,
+) -> Result<GrantedImage, GrantError> {
+    let unavailable = |message: String| GrantError::Unavailable {
+        name: grant.name.clone(),
+        message,
+    };
+    let parsed = guestkit_nbd::NbdUri::parse(uri).map_err(|e| unavailable(e.0))?;
+    if !policy.nbd_allowed(&parsed) {
+        return Err(unavailable("no longer allowed by --nbd-allow".into()));
+    }
+    let client = guestkit_nbd::NbdClient::open(uri).map_err(|e| unavailable(e.to_string()))?;
+    let export: Arc<dyn BlockSource> = Arc::new(client);
+    if grant.checksum.is_some() {
+        verify(grant, &*export, metrics)?;
+    }
+    // The export is usually the decoded disk (qemu-nbd -f qcow2), but may be an image file
+    // served as is; the format reader probes which.
+    let image = guestkit_formats::open_source(export, None).map_err(|e| GrantError::Mismatch {
+        name: grant.name.clone(),
+        message: format!("cannot be read as a disk image: {e}"),
+    })?;
+    let info = image.info().clone();
+    check_info(grant, &info)?;
+    Ok(GrantedImage {
+        name: grant.name.clone(),
+        disk: Arc::new(image),
+        file: None,
+        format: info.format.qemu_name().to_string(),
+        backing_depth: info.backing_chain.len() as u32,
+    })
+}
+
+/// Verifies the grant's checksum over `source` (the image file, or the NBD export).
+fn verify(grant: &Grant, source: &dyn BlockSource, metrics: &Metrics) -> Result<(), GrantError> {
+    let Some(expected) = &grant.checksum else {
+        return Ok(());
+    };
+    let (name, want) = expected.split_once(':').unwrap_or(("sha256", expected));
+    let Some(algo) = algorithm(name) else {
+        return Err(GrantError::Malformed(format!("checksum {expected:?}")));
+    };
+    let verified = guestkit_host_api::disk::hash_source(source, algo);
+    metrics
+        .disk_bytes_read
+        .with_label_values(&["verify"])
+        .inc_by(source.size());
+    let (result, outcome) = match verified {
+        Ok(found) if found.eq_ignore_ascii_case(want) => ("match", Ok(())),
+        Ok(found) => (
+            "mismatch",
+            Err(GrantError::Mismatch {
+                name: grant.name.clone(),
+                message: format!("checksum mismatch: expected {name}:{want}, found {name}:{found}"),
+            }),
+        ),
+        Err(e) => (
+            "error",
+            Err(GrantError::Unavailable {
+                name: grant.name.clone(),
+                message: format!("checksum: {e:?}"),
+            }),
+        ),
+    };
+    metrics
+        .checksum_verifications
+        .with_label_values(&[name, result])
+        .inc();
+    outcome
+}
+
+/// Enforces the grant's `format`, `size_bytes` and `maximum_disk_size_gb`.
+fn check_info(grant: &Grant, info: &guestkit_formats::ImageInfo) -> Result<(), GrantError> {
+    let mismatch = |message: String| GrantError::Mismatch {
+        name: grant.name.clone(),
+        message,
+    };
     let found = info.format.qemu_name();
     if let Some(want) = &grant.format {
         let same = want == found || (want == "vhd" && found == "vpc");
@@ -300,11 +432,5 @@ pub fn open(
             info.virtual_size
         )));
     }
-    Ok(GrantedImage {
-        name: grant.name.clone(),
-        disk: Arc::new(image),
-        file: Some(Arc::new(file)),
-        format: found.to_string(),
-        backing_depth: info.backing_chain.len() as u32,
-    })
+    Ok(())
 }

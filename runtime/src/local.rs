@@ -94,6 +94,7 @@ pub async fn run(
             path: std::fs::canonicalize(path)
                 .with_context(|| format!("image {}", path.display()))?,
             format: None,
+            nbd: None,
             checksum: None,
             size_bytes: None,
             max_virtual_size: None,

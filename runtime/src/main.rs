@@ -87,6 +87,10 @@ struct DaemonArgs {
     /// Directory jobs may be granted images from (repeatable; default: DATA_DIR/images).
     #[arg(long = "image-root")]
     image_roots: Vec<PathBuf>,
+    /// NBD server jobs may name as an image: HOST:PORT, or a directory of unix sockets
+    /// (repeatable; none by default).
+    #[arg(long = "nbd-allow")]
+    nbd_allow: Vec<String>,
     /// Jobs run at once.
     #[arg(long, env = "GUESTKIT_MAX_CONCURRENT", default_value_t = 4)]
     max_concurrent: usize,
@@ -362,6 +366,7 @@ async fn run_daemon(args: DaemonArgs, cache_dir: Option<PathBuf>) -> Result<Exit
     config.database_url = args.database_url;
     config.handlers_dir = args.handlers_dir;
     config.image_roots = args.image_roots;
+    config.nbd_allow = args.nbd_allow;
     config.cache_dir = cache_dir;
     config.shutdown_grace = Duration::try_from_secs_f64(args.shutdown_grace)
         .context("--shutdown-grace: must be a number of seconds >= 0")?;

@@ -814,3 +814,78 @@ async fn two_workers_on_one_postgres_queue_run_each_job_once() {
     }
     store.close().await;
 }
+
+/// Kills the NBD server when the test ends.
+struct NbdServer(std::process::Child);
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_served_over_nbd_are_read_when_the_server_is_allowed() {
+    let fixtures = guestkit_fixtures::build("fs-images");
+    let sockets = tempfile::tempdir().unwrap();
+    let qcow2 = sockets.path().join("ext4.qcow2");
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "qcow2"])
+        .arg(fixtures.join("ext4.img"))
+        .arg(&qcow2)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let socket = sockets.path().join("ext4.sock");
+    let _server = NbdServer(
+        std::process::Command::new("qemu-nbd")
+            .args(["--read-only", "--persistent", "--format=qcow2", "--socket"])
+            .arg(&socket)
+            .arg(&qcow2)
+            .spawn()
+            .expect("qemu-nbd"),
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < until, "qemu-nbd did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let allow = sockets.path().to_str().unwrap().to_string();
+    let daemon = Daemon::start(
+        dir.path(),
+        &Opts {
+            args: vec!["--nbd-allow".into(), allow],
+            handlers: vec![guestkit_fixtures::component("disktool", &[])],
+        },
+    );
+    let http = daemon.http();
+    let uri = format!("nbd+unix:///?socket={}", socket.display());
+    let id = http
+        .submit(&json!({"operation": "disk.read", "images": [uri],
+                        "payload": {"volume": "disk", "path": "/etc/hostname"}}))
+        .await;
+    let result = http.result(&id).await;
+    assert_eq!(result["status"], "succeeded", "{result}");
+    assert_eq!(result["output"]["text"], "guest-under-test\n");
+    assert!(result["usage"]["disk_bytes_read"].as_u64().unwrap() > 0);
+
+    // A server outside the allowed ones is refused at submission; so is a TCP server.
+    let elsewhere = format!("nbd+unix:///?socket={}/../x.sock", sockets.path().display());
+    for image in [
+        elsewhere.as_str(),
+        "nbd+unix:///?socket=/tmp/other.sock",
+        "nbd://127.0.0.1:10809/",
+    ] {
+        let (status, body) = http
+            .post(
+                "/jobs",
+                &json!({"operation": "disk.read", "images": [image]}),
+            )
+            .await;
+        assert_eq!(status, 422, "{image}: {body}");
+        assert_eq!(body["error"]["field"], "images[0]", "{body}");
+    }
+}
