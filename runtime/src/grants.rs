@@ -49,7 +49,7 @@ impl ImagePolicy {
         match &uri.address {
             guestkit_nbd::Address::Tcp { host, port } => {
                 let want = format!("{host}:{port}");
-                self.nbd_allow.iter().any(|a| *a == want)
+                self.nbd_allow.contains(&want)
             }
             guestkit_nbd::Address::Unix(socket) => {
                 let socket = Path::new(socket);
