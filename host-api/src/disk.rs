@@ -12,7 +12,6 @@ use crate::bindings::guestkit::handler::disk::{
 };
 use guestkit_block::{BlockSource, Window};
 use guestkit_fs::{Filesystem, FsType};
-use sha2::Digest as _;
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +25,6 @@ pub const MAX_DIR_ENTRIES: u32 = 10_000;
 pub const MAX_VOLUMES: usize = 256;
 /// Most resources (images + filesystems) a job may hold open at once.
 pub const MAX_HANDLES: usize = 1024;
-/// Chunk size of host-side checksums.
-const HASH_CHUNK: usize = 1 << 20;
 
 /// An image granted to a job, opened by the embedder.
 pub struct GrantedImage {
@@ -527,46 +524,51 @@ impl disk::HostFilesystem for HostCtx {
     }
 }
 
-/// One streaming digest.
-enum Hasher {
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
-    Sha1(sha1::Sha1),
-    Md5(md5::Md5),
-    Blake3(Box<blake3::Hasher>),
+/// A file inside a filesystem, seen as a block source, so the checksum pipeline reads it
+/// in large ranged reads like any other source.
+struct FileInFs<'a> {
+    fs: &'a dyn Filesystem,
+    path: &'a str,
+    size: u64,
 }
 
-impl Hasher {
-    fn new(algorithm: Algorithm) -> Self {
-        match algorithm {
-            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
-            Algorithm::Md5 => Hasher::Md5(md5::Md5::new()),
-            Algorithm::Blake3 => Hasher::Blake3(Box::default()),
-        }
+impl BlockSource for FileInFs<'_> {
+    fn size(&self) -> u64 {
+        self.size
     }
 
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-            Hasher::Sha1(h) => h.update(data),
-            Hasher::Md5(h) => h.update(data),
-            Hasher::Blake3(h) => {
-                h.update(data);
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> guestkit_block::Result<()> {
+        guestkit_block::check_range(offset, buf.len(), self.size)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let want = (buf.len() - done).min(guestkit_fs::MAX_READ);
+            let data = self
+                .fs
+                .read_file(self.path, offset + done as u64, want)
+                .map_err(|e| guestkit_block::Error::Io {
+                    context: format!("reading {}", self.path),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            if data.is_empty() {
+                return Err(guestkit_block::Error::corrupt(
+                    "file",
+                    format!("{} ended before its size", self.path),
+                ));
             }
+            buf[done..done + data.len()].copy_from_slice(&data);
+            done += data.len();
         }
+        Ok(())
     }
+}
 
-    fn hex(self) -> String {
-        match self {
-            Hasher::Sha256(h) => hex::encode(h.finalize()),
-            Hasher::Sha512(h) => hex::encode(h.finalize()),
-            Hasher::Sha1(h) => hex::encode(h.finalize()),
-            Hasher::Md5(h) => hex::encode(h.finalize()),
-            Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
-        }
+fn algorithm(a: Algorithm) -> guestkit_checksum::Algorithm {
+    match a {
+        Algorithm::Sha256 => guestkit_checksum::Algorithm::Sha256,
+        Algorithm::Sha512 => guestkit_checksum::Algorithm::Sha512,
+        Algorithm::Sha1 => guestkit_checksum::Algorithm::Sha1,
+        Algorithm::Md5 => guestkit_checksum::Algorithm::Md5,
+        Algorithm::Blake3 => guestkit_checksum::Algorithm::Blake3,
     }
 }
 
@@ -612,34 +614,24 @@ impl checksum::Host for HostCtx {
             }
             Err(e) => return Ok(Err(fs_error(e))),
         };
-        let mut hasher = Hasher::new(algorithm);
-        let mut offset = 0u64;
-        while offset < size {
-            let want = HASH_CHUNK.min((size - offset) as usize);
-            match fs.read_file(&path, offset, want) {
-                Ok(chunk) if chunk.is_empty() => break,
-                Ok(chunk) => {
-                    hasher.update(&chunk);
-                    offset += chunk.len() as u64;
-                }
-                Err(e) => return Ok(Err(fs_error(e))),
-            }
-        }
-        Ok(Ok(hasher.hex()))
+        let source = FileInFs {
+            fs: fs.as_ref(),
+            path: &path,
+            size,
+        };
+        Ok(hash_source(&source, algorithm))
     }
 }
 
-/// Digest of a whole block source, read in large chunks.
-pub fn hash_source(source: &dyn BlockSource, algorithm: Algorithm) -> Result<String, DiskError> {
-    let mut hasher = Hasher::new(algorithm);
-    let size = source.size();
-    let mut buf = vec![0u8; HASH_CHUNK];
-    let mut offset = 0u64;
-    while offset < size {
-        let n = HASH_CHUNK.min((size - offset) as usize);
-        source.read_at(offset, &mut buf[..n]).map_err(block_error)?;
-        hasher.update(&buf[..n]);
-        offset += n as u64;
+/// Digest of a whole block source (read once, in large chunks, hashed on another thread).
+pub fn hash_source(source: &dyn BlockSource, algorithm_: Algorithm) -> Result<String, DiskError> {
+    let algo = algorithm(algorithm_);
+    match guestkit_checksum::checksum(source, &[algo], &Default::default()) {
+        Ok(digests) => digests
+            .get(algo)
+            .map(str::to_string)
+            .ok_or_else(|| DiskError::Io("no digest computed".into())),
+        Err(guestkit_checksum::Error::Block(e)) => Err(block_error(e)),
+        Err(e) => Err(DiskError::Io(e.to_string())),
     }
-    Ok(hasher.hex())
 }

@@ -10,7 +10,6 @@
 use crate::metrics::Metrics;
 use guestkit_block::{BlockSource, FileSource};
 use guestkit_host_api::GrantedImage;
-use guestkit_host_api::bindings::guestkit::handler::checksum::Algorithm;
 use guestkit_protocol::ImageRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -270,17 +269,6 @@ pub async fn prepare(
     Ok(opened)
 }
 
-fn algorithm(name: &str) -> Option<Algorithm> {
-    Some(match name {
-        "sha256" => Algorithm::Sha256,
-        "sha512" => Algorithm::Sha512,
-        "sha1" => Algorithm::Sha1,
-        "md5" => Algorithm::Md5,
-        "blake3" => Algorithm::Blake3,
-        _ => return None,
-    })
-}
-
 /// Opens one granted image and enforces what the job document promised about it.
 pub fn open(
     policy: &ImagePolicy,
@@ -370,29 +358,31 @@ fn verify(grant: &Grant, source: &dyn BlockSource, metrics: &Metrics) -> Result<
     let Some(expected) = &grant.checksum else {
         return Ok(());
     };
-    let (name, want) = expected.split_once(':').unwrap_or(("sha256", expected));
-    let Some(algo) = algorithm(name) else {
-        return Err(GrantError::Malformed(format!("checksum {expected:?}")));
-    };
-    let verified = guestkit_host_api::disk::hash_source(source, algo);
+    let expected = guestkit_checksum::Expected::parse(expected)
+        .map_err(|e| GrantError::Malformed(e.to_string()))?;
+    let name = expected.algorithm.name();
+    let verified = guestkit_checksum::verify(source, &expected, &Default::default());
     metrics
         .disk_bytes_read
         .with_label_values(&["verify"])
         .inc_by(source.size());
     let (result, outcome) = match verified {
-        Ok(found) if found.eq_ignore_ascii_case(want) => ("match", Ok(())),
-        Ok(found) => (
+        Ok(v) if v.matches => ("match", Ok(())),
+        Ok(v) => (
             "mismatch",
             Err(GrantError::Mismatch {
                 name: grant.name.clone(),
-                message: format!("checksum mismatch: expected {name}:{want}, found {name}:{found}"),
+                message: format!(
+                    "checksum mismatch: expected {name}:{}, found {name}:{}",
+                    v.expected, v.actual
+                ),
             }),
         ),
         Err(e) => (
             "error",
             Err(GrantError::Unavailable {
                 name: grant.name.clone(),
-                message: format!("checksum: {e:?}"),
+                message: format!("checksum: {e}"),
             }),
         ),
     };
