@@ -3,7 +3,9 @@
 //! - `cargo xtask deps`: installs the tools the test fixtures are built with (Debian packages,
 //!   as root) and checks that PostgreSQL answers.
 //! - `cargo xtask test [ARGS...]`: `deps`, then the whole test suite (`cargo test --workspace`),
-//!   passing ARGS through to cargo test.
+//!   passing ARGS through to cargo test, then a short run of every fuzz target.
+//! - `cargo xtask fuzz [SECONDS]`: every fuzz target for SECONDS each (default 10, or
+//!   `GUESTKIT_FUZZ_SECONDS`); 0 skips fuzzing.
 
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitCode};
@@ -33,8 +35,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("deps") => deps(),
-        Some("test") => deps().and_then(|()| test(&args[1..])),
-        _ => Err("usage: cargo xtask deps | cargo xtask test [cargo test args...]".into()),
+        Some("test") => deps()
+            .and_then(|()| test(&args[1..]))
+            .and_then(|()| fuzz(fuzz_seconds(None))),
+        Some("fuzz") => fuzz(fuzz_seconds(args.get(1))),
+        _ => Err(
+            "usage: cargo xtask deps | cargo xtask test [cargo test args...] | cargo xtask fuzz [SECONDS]"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,4 +132,75 @@ fn test(extra: &[String]) -> Result<(), String> {
     run(Command::new(cargo)
         .args(["test", "--workspace"])
         .args(extra))
+}
+
+/// Fuzz workspaces, each with its targets (the `[[bin]]`s of its Cargo.toml).
+const FUZZ_DIRS: &[&str] = &["host-api/formats/fuzz", "host-api/fs/fuzz"];
+
+fn fuzz_seconds(arg: Option<&String>) -> u64 {
+    arg.cloned()
+        .or_else(|| std::env::var("GUESTKIT_FUZZ_SECONDS").ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs every fuzz target for `seconds`: a crash, a leak or a timeout fails the run and
+/// leaves the input under `target/fuzz-artifacts/TARGET/`.
+fn fuzz(seconds: u64) -> Result<(), String> {
+    if seconds == 0 {
+        eprintln!("xtask: fuzzing skipped");
+        return Ok(());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let have_fuzz = Command::new(&cargo)
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_fuzz {
+        eprintln!("xtask: installing cargo-fuzz");
+        run(Command::new(&cargo).args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    for dir in FUZZ_DIRS {
+        let dir = root.join(dir);
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let targets: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.strip_prefix("name = \""))
+            .filter_map(|l| l.strip_suffix('"'))
+            .filter(|n| !n.ends_with("-fuzz"))
+            .collect();
+        for name in targets {
+            let corpus = target.join("fuzz-corpus").join(name);
+            let artifacts = target.join("fuzz-artifacts").join(name);
+            for d in [&corpus, &artifacts] {
+                std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            }
+            eprintln!("xtask: fuzzing {name} for {seconds} s");
+            // Stable toolchain: cargo-fuzz needs -Z flags for the sanitizer instrumentation.
+            run(Command::new(&cargo)
+                .current_dir(&dir)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_TARGET_DIR", target.join("fuzz"))
+                .args(["fuzz", "run", name])
+                .arg(&corpus)
+                .arg("--")
+                .arg(format!("-max_total_time={seconds}"))
+                .arg("-rss_limit_mb=2048")
+                .arg("-timeout=10")
+                .arg(format!("-artifact_prefix={}/", artifacts.display())))?;
+        }
+    }
+    Ok(())
 }
