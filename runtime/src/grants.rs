@@ -299,18 +299,26 @@ pub fn open(
         allowed_roots: policy.roots.clone(),
         ..Default::default()
     };
-    let image = guestkit_formats::open_file(dup()?, &grant.path, &opts).map_err(|e| {
-        GrantError::Mismatch {
-            name: grant.name.clone(),
-            message: format!("cannot be opened as a disk image: {e}"),
-        }
+    let image = guestkit_formats::open_file(dup()?, &grant.path, &opts);
+    granted(grant, image, Some(Arc::new(file)))
+}
+
+/// Checks the opened image against the grant and hands it over.
+fn granted(
+    grant: &Grant,
+    image: guestkit_formats::Result<guestkit_formats::Image>,
+    file: Option<Arc<std::fs::File>>,
+) -> Result<GrantedImage, GrantError> {
+    let image = image.map_err(|e| GrantError::Mismatch {
+        name: grant.name.clone(),
+        message: format!("cannot be read as a disk image: {e}"),
     })?;
     let info = image.info().clone();
     check_info(grant, &info)?;
     Ok(GrantedImage {
         name: grant.name.clone(),
         disk: Arc::new(image),
-        file: Some(Arc::new(file)),
+        file,
         format: info.format.qemu_name().to_string(),
         backing_depth: info.backing_chain.len() as u32,
     })
@@ -338,19 +346,7 @@ fn open_nbd(
     }
     // The export is usually the decoded disk (qemu-nbd -f qcow2), but may be an image file
     // served as is; the format reader probes which.
-    let image = guestkit_formats::open_source(export, None).map_err(|e| GrantError::Mismatch {
-        name: grant.name.clone(),
-        message: format!("cannot be read as a disk image: {e}"),
-    })?;
-    let info = image.info().clone();
-    check_info(grant, &info)?;
-    Ok(GrantedImage {
-        name: grant.name.clone(),
-        disk: Arc::new(image),
-        file: None,
-        format: info.format.qemu_name().to_string(),
-        backing_depth: info.backing_chain.len() as u32,
-    })
+    granted(grant, guestkit_formats::open_source(export, None), None)
 }
 
 /// Verifies the grant's checksum over `source` (the image file, or the NBD export).
