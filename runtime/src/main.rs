@@ -393,14 +393,30 @@ async fn run_daemon(args: DaemonArgs, cache_dir: Option<PathBuf>) -> Result<Exit
             "api_url": format!("http://{api}"),
             "metrics_url": metrics.map(|m| format!("http://{m}/metrics")),
         });
-        println!("{line}");
+        // Nobody may be reading (stdout closed): the daemon runs on regardless.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
     })
     .await?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn print(format: OutputFormat, value: &Value, table: impl FnOnce(&Value) -> String) {
-    println!("{}", client::render(format, value, table));
+    say(&client::render(format, value, table));
+}
+
+/// Prints a line to stdout; a reader that went away (`| head`) ends the command quietly.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(3);
+    }
 }
 
 fn read_payload(arg: &str) -> Result<Value> {
@@ -492,17 +508,18 @@ async fn status(args: StatusArgs) -> Result<ExitCode> {
         .watch(&args.id, |kind, data| {
             let event = json!({"event": kind, "data": data});
             match format {
-                OutputFormat::Table => println!("{}", watch_line(kind, data)),
-                OutputFormat::Json => println!("{event}"),
-                OutputFormat::Yaml => {
-                    println!("---\n{}", client::render(format, &event, |_| String::new()))
-                }
+                OutputFormat::Table => say(&watch_line(kind, data)),
+                OutputFormat::Json => say(&event.to_string()),
+                OutputFormat::Yaml => say(&format!(
+                    "---\n{}",
+                    client::render(format, &event, |_| String::new())
+                )),
             }
         })
         .await?;
     let job = client.get(&path).await?;
     if format == OutputFormat::Table {
-        println!("{}", client::render(format, &job, client::job_table));
+        say(&client::render(format, &job, client::job_table));
     }
     Ok(job_exit(&job["status"]))
 }
@@ -654,7 +671,7 @@ async fn run(sandbox: &std::sync::Arc<Sandbox>, args: RunArgs) -> Result<ExitCod
     };
     let (handler, report) = local::run(sandbox, &job).await?;
     let doc = local::report_json(&handler, &report);
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    say(&serde_json::to_string_pretty(&doc)?);
     Ok(if report.outcome.is_ok() {
         ExitCode::SUCCESS
     } else {
