@@ -266,12 +266,7 @@ fn query_field(message: &str) -> Option<String> {
 
 /// Ids that cannot exist are answered 404 without a lookup.
 fn check_id(id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
+    if guestkit_protocol::is_valid_job_id(id) {
         Ok(())
     } else {
         Err(ApiError::job_not_found(id))

@@ -114,33 +114,19 @@ pub fn resolve(
 ) -> Result<Vec<Grant>, GrantRefused> {
     let mut grants: Vec<Grant> = Vec::with_capacity(images.len());
     for (i, image) in images.iter().enumerate() {
-        let field = format!("images[{i}]");
         let refuse = |message: String| GrantRefused {
-            field: field.clone(),
+            field: format!("images[{i}]"),
             message,
         };
-        if image.path.contains("://") {
-            grants.push(resolve_nbd(policy, image, max_disk_bytes, &grants).map_err(refuse)?);
-            continue;
-        }
-        let given = Path::new(&image.path);
-        let candidates: Vec<PathBuf> = if given.is_absolute() {
-            vec![given.to_path_buf()]
+        let (path, nbd) = if image.path.contains("://") {
+            (
+                PathBuf::new(),
+                Some(resolve_nbd(policy, image).map_err(refuse)?),
+            )
         } else {
-            policy.roots.iter().map(|r| r.join(given)).collect()
+            (resolve_file(policy, image).map_err(refuse)?, None)
         };
-        let Some(path) = candidates.iter().find_map(|c| policy.confine(c)) else {
-            return Err(refuse(format!(
-                "{}: no such image in the allowed image roots",
-                image.path
-            )));
-        };
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => return Err(refuse(format!("{}: not a regular file", image.path))),
-            Err(e) => return Err(refuse(format!("{}: {e}", image.path))),
-        }
-        if grants.iter().any(|g| g.path == path) {
+        if grants.iter().any(|g| g.path == path && g.nbd == nbd) {
             return Err(refuse(format!(
                 "{}: the same image is granted twice",
                 image.path
@@ -149,7 +135,7 @@ pub fn resolve(
         grants.push(Grant {
             name: image.path.clone(),
             path,
-            nbd: None,
+            nbd,
             format: image.format.clone(),
             checksum: image
                 .checksum
@@ -162,18 +148,34 @@ pub fn resolve(
     Ok(grants)
 }
 
-/// Checks an NBD URI against the policy; the refusal message on error.
-fn resolve_nbd(
-    policy: &ImagePolicy,
-    image: &ImageRef,
-    max_disk_bytes: Option<u64>,
-    earlier: &[Grant],
-) -> Result<Grant, String> {
+/// Finds an image file inside the roots; the canonical path, or the refusal message.
+fn resolve_file(policy: &ImagePolicy, image: &ImageRef) -> Result<PathBuf, String> {
+    let given = Path::new(&image.path);
+    let candidates: Vec<PathBuf> = if given.is_absolute() {
+        vec![given.to_path_buf()]
+    } else {
+        policy.roots.iter().map(|r| r.join(given)).collect()
+    };
+    let Some(path) = candidates.iter().find_map(|c| policy.confine(c)) else {
+        return Err(format!(
+            "{}: no such image in the allowed image roots",
+            image.path
+        ));
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok(path),
+        Ok(_) => Err(format!("{}: not a regular file", image.path)),
+        Err(e) => Err(format!("{}: {e}", image.path)),
+    }
+}
+
+/// Checks an NBD URI against the policy; the URI, or the refusal message.
+fn resolve_nbd(policy: &ImagePolicy, image: &ImageRef) -> Result<String, String> {
     let uri =
         guestkit_nbd::NbdUri::parse(&image.path).map_err(|e| format!("{}: {}", image.path, e.0))?;
     if !policy.nbd_allowed(&uri) {
         let allowed = if policy.nbd_allow.is_empty() {
-            "prefixes set with --nbd-allow (none are)".to_string()
+            "servers named with --nbd-allow (none are)".to_string()
         } else {
             policy.nbd_allow.join(", ")
         };
@@ -182,24 +184,7 @@ fn resolve_nbd(
             image.path
         ));
     }
-    if earlier
-        .iter()
-        .any(|g| g.nbd.as_deref() == Some(image.path.as_str()))
-    {
-        return Err(format!("{}: the same image is granted twice", image.path));
-    }
-    Ok(Grant {
-        name: image.path.clone(),
-        path: PathBuf::new(),
-        nbd: Some(image.path.clone()),
-        format: image.format.clone(),
-        checksum: image
-            .checksum
-            .as_ref()
-            .map(|c| format!("{}:{}", c.algorithm, c.hex)),
-        size_bytes: image.size_bytes,
-        max_virtual_size: max_disk_bytes,
-    })
+    Ok(image.path.clone())
 }
 
 /// Why a granted image could not be handed to the job at run time.

@@ -347,19 +347,25 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration> {
         .with_context(|| format!("{flag}: must be a positive number of seconds"))
 }
 
-async fn run_daemon(args: DaemonArgs, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
-    if args.max_concurrent == 0 {
-        anyhow::bail!("--max-concurrent: must be at least 1");
-    }
+/// Job limits with the `--fuel` and `--memory-mib` overrides applied.
+fn job_limits(fuel: Option<u64>, memory_mib: Option<usize>) -> Result<JobLimits> {
     let mut limits = JobLimits::default();
-    if let Some(fuel) = args.fuel {
+    if let Some(fuel) = fuel {
         limits.fuel = fuel;
     }
-    if let Some(mib) = args.memory_mib {
+    if let Some(mib) = memory_mib {
         limits.memory_bytes = mib
             .checked_mul(1 << 20)
             .context("--memory-mib: too large")?;
     }
+    Ok(limits)
+}
+
+async fn run_daemon(args: DaemonArgs, cache_dir: Option<PathBuf>) -> Result<ExitCode> {
+    if args.max_concurrent == 0 {
+        anyhow::bail!("--max-concurrent: must be at least 1");
+    }
+    let limits = job_limits(args.fuel, args.memory_mib)?;
     let mut config = DaemonConfig::new(args.data_dir);
     config.listen = args.listen;
     config.metrics_listen = (!args.no_metrics).then_some(args.metrics_listen);
@@ -639,27 +645,10 @@ async fn health(args: ClientArgs) -> Result<ExitCode> {
 }
 
 async fn run(sandbox: &std::sync::Arc<Sandbox>, args: RunArgs) -> Result<ExitCode> {
-    let payload_text = match args.payload.strip_prefix('@') {
-        Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("--payload: reading {path}"))?
-        }
-        None => args.payload.clone(),
-    };
-    let payload = serde_json::from_str(&payload_text).context("--payload: not valid JSON")?;
-    let mut limits = JobLimits::default();
-    if let Some(fuel) = args.fuel {
-        limits.fuel = fuel;
-    }
-    if let Some(mib) = args.memory_mib {
-        limits.memory_bytes = mib
-            .checked_mul(1 << 20)
-            .context("--memory-mib: too large")?;
-    }
+    let payload = read_payload(&args.payload)?;
+    let mut limits = job_limits(args.fuel, args.memory_mib)?;
     if let Some(secs) = args.timeout {
-        limits.wall_clock = Duration::try_from_secs_f64(secs)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .context("--timeout: must be a positive number of seconds")?;
+        limits.wall_clock = seconds("--timeout", secs)?;
     }
     let job = LocalJob {
         operation: args.operation,

@@ -123,6 +123,11 @@ impl Snapshot {
         ops.sort_unstable();
         ops
     }
+
+    /// [`Snapshot::operations`], owned.
+    pub fn operation_names(&self) -> Vec<String> {
+        self.operations().into_iter().map(String::from).collect()
+    }
 }
 
 /// Identity of a file's current contents without reading it.
@@ -533,13 +538,9 @@ pub async fn load(
 }
 
 /// Whether `op` is an acceptable operation name: 1-64 of `[a-z0-9._-]`, starting alphanumeric.
+/// The same rule job documents are held to, so every servable operation can be submitted.
 pub fn valid_operation_name(op: &str) -> bool {
-    !op.is_empty()
-        && op.len() <= 64
-        && op.as_bytes()[0].is_ascii_alphanumeric()
-        && op
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    guestkit_protocol::is_valid_operation(op)
 }
 
 fn validate_info(info: guestkit_host_api::HandlerInfo) -> Result<HandlerMeta> {

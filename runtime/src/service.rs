@@ -182,13 +182,7 @@ impl JobService {
 
     /// Capabilities jobs can require: the operations served, `disk.<format>` and `fs.*`.
     pub fn capability_names(&self) -> Vec<String> {
-        let mut caps: Vec<String> = self
-            .registry
-            .snapshot()
-            .operations()
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let mut caps = self.registry.snapshot().operation_names();
         caps.extend(DISK_FORMATS.iter().map(|f| format!("disk.{f}")));
         caps
     }

@@ -507,6 +507,27 @@ async fn max_concurrent_runs_that_many_at_once_and_priority_orders_the_queue() {
     }
 }
 
+/// Sends SIGTERM once job `id` runs, expects a clean exit, and reads the job from the store.
+async fn terminate_while_running(
+    daemon: &mut Daemon,
+    data_dir: &std::path::Path,
+    id: &str,
+) -> guestkit_store::Job {
+    daemon.http().wait_state(id, "running").await;
+    assert_eq!(
+        daemon.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let store = guestkit_store::open_store(data_dir.join("jobs.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let job = store.get(None, id).await.unwrap().unwrap();
+    store.close().await;
+    job
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_running_jobs_or_releases_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -516,19 +537,8 @@ async fn sigterm_finishes_running_jobs_or_releases_them() {
     let id = http
         .submit(&short("hostile.sleep", json!({"ms": 1500})))
         .await;
-    http.wait_state(&id, "running").await;
-    assert_eq!(
-        daemon.terminate(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
-    let store = guestkit_store::open_store(dir.path().join("jobs.db").to_str().unwrap())
-        .await
-        .unwrap();
-    let job = store.get(None, &id).await.unwrap().unwrap();
+    let job = terminate_while_running(&mut daemon, dir.path(), &id).await;
     assert_eq!(job.state, guestkit_store::JobState::Succeeded);
-    store.close().await;
 
     // Short grace: the running job is given back, not failed, and runs after a restart.
     let mut daemon = Daemon::start(dir.path(), &opts(&["--shutdown-grace", "0.3"]));
@@ -536,19 +546,8 @@ async fn sigterm_finishes_running_jobs_or_releases_them() {
     let id = http
         .submit(&short("hostile.sleep", json!({"ms": 3000})))
         .await;
-    http.wait_state(&id, "running").await;
-    assert_eq!(
-        daemon.terminate(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
-    let store = guestkit_store::open_store(dir.path().join("jobs.db").to_str().unwrap())
-        .await
-        .unwrap();
-    let job = store.get(None, &id).await.unwrap().unwrap();
+    let job = terminate_while_running(&mut daemon, dir.path(), &id).await;
     assert_eq!(job.state, guestkit_store::JobState::Queued, "{job:?}");
-    store.close().await;
     let daemon = Daemon::start(dir.path(), &opts(&[]));
     let result = daemon.http().result(&id).await;
     assert_eq!(result["status"], "succeeded", "{result}");
