@@ -135,6 +135,516 @@ macro_rules! impl_job_store {
                 Err(Error::Conflict { field: "id" })
             }
 
+            /// Stores many jobs inside the caller's transaction; see `submit_batch`.
+            async fn submit_many_in(
+                conn: &mut $conn,
+                jobs: &[NewJob],
+                queue_caps: &[(String, u64)],
+                now: i64,
+                events: &mut Vec<PendingEvent>,
+            ) -> Result<Vec<Result<Submitted>>> {
+                let mut rooms = Self::queue_rooms(conn, jobs, queue_caps).await?;
+                // Resolved in bulk: validation and in-batch duplicates first, then one query
+                // per chunk for known idempotency keys and one multi-row INSERT per chunk.
+                // Whatever the bulk path cannot settle (races, duplicates of a job that
+                // failed) goes through the one-job path inside the same transaction.
+                let mut results: Vec<Option<Result<Submitted>>> = Vec::with_capacity(jobs.len());
+                let mut rows = Vec::with_capacity(jobs.len());
+                let mut bulk = Vec::new();
+                let mut single = Vec::new();
+                let mut ids = HashSet::new();
+                let mut keys = HashSet::new();
+                for (i, job) in jobs.iter().enumerate() {
+                    let full = rooms.get_mut(&job.tenant).is_some_and(|(room, _)| {
+                        let full = *room == 0;
+                        *room = room.saturating_sub(1);
+                        full
+                    });
+                    if full {
+                        let limit = rooms.get(&job.tenant).map(|(_, l)| *l).unwrap_or(0);
+                        results.push(Some(Err(Error::QuotaExceeded {
+                            tenant: job.tenant.clone(),
+                            quota: "queued",
+                            limit,
+                        })));
+                        rows.push(None);
+                        continue;
+                    }
+                    match JobRow::new(job) {
+                        Err(e) => {
+                            results.push(Some(Err(e)));
+                            rows.push(None);
+                        }
+                        Ok(row) => {
+                            let key = row.idempotency_key.clone().map(|k| (row.tenant.clone(), k));
+                            if key.as_ref().is_some_and(|k| keys.contains(k)) {
+                                // Same key earlier in this batch: answered after it is stored.
+                                single.push(i);
+                            } else if !ids.insert(row.id.clone()) {
+                                results.push(Some(Err(Error::Conflict { field: "id" })));
+                                rows.push(None);
+                                continue;
+                            } else {
+                                if let Some(key) = key {
+                                    keys.insert(key);
+                                }
+                                bulk.push(i);
+                            }
+                            results.push(None);
+                            rows.push(Some(row));
+                        }
+                    }
+                }
+                for chunk in bulk.chunks(INSERT_CHUNK) {
+                    let keyed: Vec<&JobRow> = chunk
+                        .iter()
+                        .filter_map(|&i| rows[i].as_ref())
+                        .filter(|row| row.idempotency_key.is_some())
+                        .collect();
+                    let mut existing = HashMap::new();
+                    if !keyed.is_empty() {
+                        let sql = format!(
+                            concat!(
+                                "SELECT ",
+                                crate::common::job_cols!(),
+                                " FROM jobs WHERE idempotency_key IN ({})"
+                            ),
+                            placeholders(Self::NUMBERED, 1, keyed.len())
+                        );
+                        let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                        for row in &keyed {
+                            q = q.bind(row.idempotency_key.as_deref());
+                        }
+                        let found = q.fetch_all(&mut *conn).await;
+                        for found in found.ctx("looking up idempotency keys")? {
+                            let job = job_from_row(&found)?;
+                            if let Some(key) = job.idempotency_key.clone() {
+                                existing.insert((job.tenant.clone(), key), job);
+                            }
+                        }
+                    }
+                    let mut fresh = Vec::new();
+                    for &i in chunk {
+                        let Some(row) = rows[i].as_ref() else { continue };
+                        let key = row.idempotency_key.clone().map(|k| (row.tenant.clone(), k));
+                        match key.and_then(|k| existing.remove(&k)) {
+                            Some(job) => results[i] = Some(Ok(Submitted { job, created: false })),
+                            None => fresh.push(i),
+                        }
+                    }
+                    if fresh.is_empty() {
+                        continue;
+                    }
+                    let mut sql = String::from(
+                        "INSERT INTO jobs (id, tenant, operation, payload, images, priority, \
+                         max_attempts, timeout_ms, deadline_ms, idempotency_key, cancellable, \
+                         document, state, attempt, created_at, updated_at, run_after, \
+                         fencing_token, cancel_requested) VALUES ",
+                    );
+                    for n in 0..fresh.len() {
+                        let sep = if n == 0 { "" } else { ", " };
+                        let _ = write!(
+                            sql,
+                            "{sep}({}, 'queued', 0, {}, 0, FALSE)",
+                            placeholders(Self::NUMBERED, 1 + n * 15, 12),
+                            placeholders(Self::NUMBERED, 13 + n * 15, 3)
+                        );
+                    }
+                    sql.push_str(" ON CONFLICT DO NOTHING RETURNING seq, id");
+                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                    for &i in &fresh {
+                        let Some(row) = rows[i].as_ref() else { continue };
+                        q = q
+                            .bind(row.id.as_str())
+                            .bind(row.tenant.as_str())
+                            .bind(row.operation.as_str())
+                            .bind(row.payload.as_str())
+                            .bind(row.images.as_str())
+                            .bind(row.priority)
+                            .bind(row.max_attempts)
+                            .bind(row.timeout_ms)
+                            .bind(row.deadline_ms)
+                            .bind(row.idempotency_key.as_deref())
+                            .bind(row.cancellable)
+                            .bind(row.document.as_str())
+                            .bind(now)
+                            .bind(now)
+                            .bind(now);
+                    }
+                    let mut inserted = HashMap::new();
+                    for found in q.fetch_all(&mut *conn).await.ctx("inserting jobs")? {
+                        let seq: i64 = found.try_get("seq").ctx("inserting jobs")?;
+                        let id: String = found.try_get("id").ctx("inserting jobs")?;
+                        inserted.insert(id, seq);
+                    }
+                    for &i in &fresh {
+                        let Some(row) = rows[i].as_ref() else { continue };
+                        match inserted.remove(&row.id) {
+                            Some(seq) => {
+                                let job = queued_job(row, &jobs[i], seq, now);
+                                events.push(PendingEvent::state(&job, "submitted"));
+                                results[i] = Some(Ok(Submitted { job, created: true }));
+                            }
+                            // Taken by a job outside this batch: settle it one by one.
+                            None => single.push(i),
+                        }
+                    }
+                }
+                single.sort_unstable();
+                for i in single {
+                    let Some(row) = rows[i].as_ref() else { continue };
+                    match Self::submit_in(conn, row, now).await {
+                        Ok(submitted) => {
+                            if submitted.created {
+                                events.push(PendingEvent::state(&submitted.job, "submitted"));
+                            }
+                            results[i] = Some(Ok(submitted));
+                        }
+                        Err(e @ Error::Conflict { .. }) => results[i] = Some(Err(e)),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(results
+                    .into_iter()
+                    .map(|r| r.unwrap_or(Err(Error::Conflict { field: "id" })))
+                    .collect())
+            }
+
+            /// Sweeps (when due) and leases jobs inside the caller's transaction; see `claim`.
+            #[allow(clippy::too_many_arguments)]
+            async fn claim_in(
+                &self,
+                conn: &mut $conn,
+                worker: &str,
+                max: usize,
+                lease: Duration,
+                operations: Option<&[String]>,
+                tenant_caps: Option<&[(String, u32)]>,
+                now: i64,
+                events: &mut Vec<PendingEvent>,
+            ) -> Result<Vec<Lease>> {
+                if worker.is_empty() || worker.len() > MAX_NAME {
+                    return Err(Error::invalid("worker", format!("must be 1..={MAX_NAME} bytes")));
+                }
+                if let Some(ops) = operations {
+                    if ops.len() > MAX_OPERATIONS {
+                        return Err(Error::invalid(
+                            "operations",
+                            format!("more than {MAX_OPERATIONS} names"),
+                        ));
+                    }
+                }
+                let max = max.min(MAX_CLAIM);
+                if self.sweep.due(now) {
+                    Self::sweep(conn, now, events).await?;
+                }
+                let ops: &[String] = operations.unwrap_or(&[]);
+                let mut jobs = Vec::new();
+                if max > 0 && (operations.is_none() || !ops.is_empty()) {
+                    let filter = if operations.is_some() {
+                        format!(" AND operation IN ({})", placeholders(true, 5, ops.len()))
+                    } else {
+                        String::new()
+                    };
+                    // The candidates are picked once in a MATERIALIZED CTE: with a plain
+                    // `seq IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` PostgreSQL may
+                    // re-run the subquery per outer row and take more than n jobs.
+                    let mut fair: Vec<i64> = Vec::new();
+                    let picked = match tenant_caps {
+                        None => format!(
+                            concat!(
+                                "picked AS MATERIALIZED (SELECT seq AS pick FROM jobs \
+                                 WHERE state = 'queued' AND run_after <= $3 \
+                                 AND (deadline_ms IS NULL OR deadline_ms > $3){filter} \
+                                 ORDER BY priority DESC, seq LIMIT $4",
+                                $skip,
+                                ")"
+                            ),
+                            filter = filter
+                        ),
+                        // Round-robin across tenants, chosen by `fair_candidates`.
+                        Some(caps) => {
+                            let seqs = self.fair_candidates(conn, max, operations, caps, now).await?;
+                            if seqs.is_empty() {
+                                return Ok(Vec::new());
+                            }
+                            fair = seqs;
+                            format!(
+                                "picked AS MATERIALIZED (SELECT seq AS pick FROM jobs \
+                                 WHERE seq IN ({}){filter})",
+                                placeholders(true, 5 + ops.len(), fair.len())
+                            )
+                        }
+                    };
+                    let sql = format!(
+                        concat!(
+                            "WITH {picked} UPDATE jobs SET state = 'running', \
+                             attempt = attempt + 1, \
+                             fencing_token = fencing_token + 1, lease_owner = $1, \
+                             lease_expires_at = $2, started_at = $3, updated_at = $3 \
+                             WHERE state = 'queued' AND seq IN (SELECT pick FROM picked) \
+                             RETURNING ",
+                            crate::common::job_cols!()
+                        ),
+                        picked = picked
+                    );
+                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql))
+                        .bind(worker)
+                        .bind(now.saturating_add(duration_ms(lease)))
+                        .bind(now)
+                        .bind(i64::try_from(max).unwrap_or(i64::MAX));
+                    for op in ops {
+                        q = q.bind(op.as_str());
+                    }
+                    for seq in &fair {
+                        q = q.bind(*seq);
+                    }
+                    let rows = q.fetch_all(&mut *conn).await.ctx("claiming jobs")?;
+                    jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+                    sort_claimed(&mut jobs);
+                    for job in &jobs {
+                        events.push(PendingEvent {
+                            job_id: job.id.clone(),
+                            kind: "state".into(),
+                            data: json!({
+                                "state": job.state.as_str(),
+                                "attempt": job.attempt,
+                                "reason": "claimed",
+                                "worker": worker,
+                            })
+                            .to_string(),
+                        });
+                    }
+                }
+                Ok(jobs
+                    .into_iter()
+                    .map(|job| Lease {
+                        token: job.fencing_token,
+                        worker: worker.to_owned(),
+                        job,
+                    })
+                    .collect())
+            }
+
+            /// The jobs a multi-tenant claim takes, in order: every listed tenant's best
+            /// runnable job (priority, then age) first, the tenants running the fewest jobs
+            /// first; then every tenant's second; and so on, up to `max`, never more than a
+            /// tenant's cap minus what it runs now. One indexed query per tenant (in one
+            /// statement), so the cost follows the jobs taken, not the length of the queue.
+            async fn fair_candidates(
+                &self,
+                conn: &mut $conn,
+                max: usize,
+                operations: Option<&[String]>,
+                caps: &[(String, u32)],
+                now: i64,
+            ) -> Result<Vec<i64>> {
+                Self::lock_claims(conn).await?;
+                let mut running: HashMap<String, i64> = HashMap::new();
+                let rows = sqlx::query::<$db>(
+                    "SELECT tenant, COUNT(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant",
+                )
+                .fetch_all(&mut *conn)
+                .await
+                .ctx("counting running jobs")?;
+                for row in &rows {
+                    let tenant: String = row.try_get("tenant").ctx("counting running jobs")?;
+                    let n: i64 = row.try_get("n").ctx("counting running jobs")?;
+                    running.insert(tenant, n);
+                }
+                let ops: &[String] = operations.unwrap_or(&[]);
+                let filter = if operations.is_some() {
+                    format!(" AND operation IN ({})", placeholders(true, 2, ops.len()))
+                } else {
+                    String::new()
+                };
+                let mut arms = Vec::new();
+                let mut binds: Vec<(&str, i64)> = Vec::new();
+                for (tenant, cap) in caps {
+                    let busy = running.get(tenant).copied().unwrap_or(0);
+                    let room = (i64::from(*cap) - busy).min(i64::try_from(max).unwrap_or(i64::MAX));
+                    if room <= 0 {
+                        continue;
+                    }
+                    let t = 2 + ops.len() + binds.len() * 2;
+                    arms.push(format!(
+                        "SELECT * FROM (SELECT seq, tenant, priority FROM jobs \
+                         WHERE state = 'queued' AND tenant = ${t} AND run_after <= $1 \
+                         AND (deadline_ms IS NULL OR deadline_ms > $1){filter} \
+                         ORDER BY priority DESC, seq LIMIT ${}) AS arm{}",
+                        t + 1,
+                        binds.len()
+                    ));
+                    binds.push((tenant.as_str(), room));
+                }
+                if arms.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = sqlx::query::<$db>(AssertSqlSafe(arms.join(" UNION ALL "))).bind(now);
+                for op in ops {
+                    q = q.bind(op.as_str());
+                }
+                for (tenant, room) in &binds {
+                    q = q.bind(*tenant).bind(*room);
+                }
+                let rows = q.fetch_all(&mut *conn).await.ctx("picking jobs per tenant")?;
+                let mut by_tenant: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+                for row in &rows {
+                    let seq: i64 = row.try_get("seq").ctx("picking jobs per tenant")?;
+                    let tenant: String = row.try_get("tenant").ctx("picking jobs per tenant")?;
+                    let priority: i64 = row.try_get("priority").ctx("picking jobs per tenant")?;
+                    by_tenant.entry(tenant).or_default().push((priority, seq));
+                }
+                // (rank within its tenant, tenant's running jobs, priority, seq)
+                let mut ranked: Vec<(usize, i64, i64, i64)> = Vec::new();
+                for (tenant, mut jobs) in by_tenant {
+                    jobs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                    let busy = running.get(&tenant).copied().unwrap_or(0);
+                    for (rank, (priority, seq)) in jobs.into_iter().enumerate() {
+                        ranked.push((rank, busy, priority, seq));
+                    }
+                }
+                ranked.sort_by(|a, b| {
+                    a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)).then(a.3.cmp(&b.3))
+                });
+                ranked.truncate(max);
+                Ok(ranked.into_iter().map(|r| r.3).collect())
+            }
+
+            /// Records progress inside the caller's transaction; see `set_progress`.
+            async fn progress_in(
+                conn: &mut $conn,
+                lease: &Lease,
+                done: u64,
+                total: u64,
+                message: Option<&str>,
+                now: i64,
+                events: &mut Vec<PendingEvent>,
+            ) -> Result<()> {
+                let done = i64::try_from(done).map_err(|_| Error::invalid("done", "out of range"))?;
+                let total =
+                    i64::try_from(total).map_err(|_| Error::invalid("total", "out of range"))?;
+                let message = message.map(truncate_message);
+                let row = sqlx::query::<$db>(
+                    "UPDATE jobs SET progress_done = $1, progress_total = $2, \
+                     progress_message = $3, updated_at = $4 \
+                     WHERE id = $5 AND fencing_token = $6 AND state = 'running' RETURNING seq",
+                )
+                .bind(done)
+                .bind(total)
+                .bind(message.as_deref())
+                .bind(now)
+                .bind(lease.job.id.as_str())
+                .bind(lease.token)
+                .fetch_optional(&mut *conn)
+                .await
+                .ctx("recording progress")?;
+                if row.is_none() {
+                    return Err(Error::LeaseLost {
+                        id: lease.job.id.clone(),
+                        token: lease.token,
+                    });
+                }
+                events.push(PendingEvent {
+                    job_id: lease.job.id.clone(),
+                    kind: "progress".into(),
+                    data: json!({ "done": done, "total": total, "message": message }).to_string(),
+                });
+                Ok(())
+            }
+
+            /// Checks events and locks their jobs inside the caller's transaction, adding the
+            /// valid events of known jobs to `out`; see `append_events`.
+            async fn events_in(
+                conn: &mut $conn,
+                events: &[(String, String, Value)],
+                now: i64,
+                out: &mut Vec<PendingEvent>,
+            ) -> Result<usize> {
+                let mut pending = Vec::with_capacity(events.len());
+                for (job_id, kind, data) in events {
+                    // An invalid event is dropped alone; the others are written.
+                    if let Ok(text) = check_event(kind, data) {
+                        pending.push(PendingEvent {
+                            job_id: job_id.clone(),
+                            kind: kind.clone().into(),
+                            data: text,
+                        });
+                    }
+                }
+                if pending.is_empty() {
+                    return Ok(0);
+                }
+                let mut ids: Vec<&str> = pending.iter().map(|e| e.job_id.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut known = HashSet::new();
+                // Lock each job row once, in id order (no deadlock between two writers), so
+                // a job's events get their sequence numbers in commit order.
+                for chunk in ids.chunks(INSERT_CHUNK) {
+                    let sql = format!(
+                        "WITH locked AS (SELECT seq FROM jobs WHERE id IN ({}) ORDER BY id{}) \
+                         UPDATE jobs SET updated_at = $1 \
+                         WHERE seq IN (SELECT seq FROM locked) RETURNING id",
+                        placeholders(true, 2, chunk.len()),
+                        Self::LOCK_ROWS,
+                    );
+                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql)).bind(now);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    for row in q.fetch_all(&mut *conn).await.ctx("locking jobs for events")? {
+                        let id: String = row.try_get("id").ctx("locking jobs for events")?;
+                        known.insert(id);
+                    }
+                }
+                pending.retain(|e| known.contains(&e.job_id));
+                let written = pending.len();
+                out.extend(pending);
+                Ok(written)
+            }
+
+            /// For each capped tenant with jobs in `jobs`: (room left in its queue, cap).
+            async fn queue_rooms(
+                conn: &mut $conn,
+                jobs: &[NewJob],
+                queue_caps: &[(String, u64)],
+            ) -> Result<HashMap<String, (u64, u64)>> {
+                let mut rooms = HashMap::new();
+                let mut tenants: Vec<&str> = jobs
+                    .iter()
+                    .map(|j| j.tenant.as_str())
+                    .filter(|t| queue_caps.iter().any(|(c, _)| c == t))
+                    .collect();
+                tenants.sort_unstable();
+                tenants.dedup();
+                if tenants.is_empty() {
+                    return Ok(rooms);
+                }
+                let sql = format!(
+                    "SELECT tenant, COUNT(*) AS n FROM jobs WHERE state = 'queued' \
+                     AND tenant IN ({}) GROUP BY tenant",
+                    placeholders(true, 1, tenants.len())
+                );
+                let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                for t in &tenants {
+                    q = q.bind(*t);
+                }
+                let mut queued = HashMap::new();
+                for row in q.fetch_all(&mut *conn).await.ctx("counting queued jobs")? {
+                    let tenant: String = row.try_get("tenant").ctx("counting queued jobs")?;
+                    let n: i64 = row.try_get("n").ctx("counting queued jobs")?;
+                    queued.insert(tenant, u64::try_from(n).unwrap_or(0));
+                }
+                for t in tenants {
+                    if let Some((_, cap)) = queue_caps.iter().find(|(c, _)| c == t) {
+                        let used = queued.get(t).copied().unwrap_or(0);
+                        rooms.insert(t.to_owned(), (cap.saturating_sub(used), *cap));
+                    }
+                }
+                Ok(rooms)
+            }
+
             /// Moves overdue queued jobs to timed_out and settles expired leases.
             async fn sweep(
                 conn: &mut $conn,
@@ -440,160 +950,13 @@ macro_rules! impl_job_store {
             }
 
             async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Submitted>>> {
-                // Resolved in bulk: validation and in-batch duplicates first, then one query
-                // per chunk for known idempotency keys and one multi-row INSERT per chunk.
-                // Whatever the bulk path cannot settle (races, duplicates of a job that
-                // failed) goes through the one-job path inside the same transaction.
-                let mut results: Vec<Option<Result<Submitted>>> = Vec::with_capacity(jobs.len());
-                let mut rows = Vec::with_capacity(jobs.len());
-                let mut bulk = Vec::new();
-                let mut single = Vec::new();
-                let mut ids = HashSet::new();
-                let mut keys = HashSet::new();
-                for (i, job) in jobs.iter().enumerate() {
-                    match JobRow::new(job) {
-                        Err(e) => {
-                            results.push(Some(Err(e)));
-                            rows.push(None);
-                        }
-                        Ok(row) => {
-                            let key = row.idempotency_key.clone().map(|k| (row.tenant.clone(), k));
-                            if key.as_ref().is_some_and(|k| keys.contains(k)) {
-                                // Same key earlier in this batch: answered after it is stored.
-                                single.push(i);
-                            } else if !ids.insert(row.id.clone()) {
-                                results.push(Some(Err(Error::Conflict { field: "id" })));
-                                rows.push(None);
-                                continue;
-                            } else {
-                                if let Some(key) = key {
-                                    keys.insert(key);
-                                }
-                                bulk.push(i);
-                            }
-                            results.push(None);
-                            rows.push(Some(row));
-                        }
-                    }
-                }
                 let mut tx = self.begin().await?;
                 let now = now_ms();
                 let mut events = Vec::new();
-                for chunk in bulk.chunks(INSERT_CHUNK) {
-                    let keyed: Vec<&JobRow> = chunk
-                        .iter()
-                        .filter_map(|&i| rows[i].as_ref())
-                        .filter(|row| row.idempotency_key.is_some())
-                        .collect();
-                    let mut existing = HashMap::new();
-                    if !keyed.is_empty() {
-                        let sql = format!(
-                            concat!(
-                                "SELECT ",
-                                crate::common::job_cols!(),
-                                " FROM jobs WHERE idempotency_key IN ({})"
-                            ),
-                            placeholders(Self::NUMBERED, 1, keyed.len())
-                        );
-                        let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
-                        for row in &keyed {
-                            q = q.bind(row.idempotency_key.as_deref());
-                        }
-                        let found = q.fetch_all(&mut *tx).await;
-                        for found in found.ctx("looking up idempotency keys")? {
-                            let job = job_from_row(&found)?;
-                            if let Some(key) = job.idempotency_key.clone() {
-                                existing.insert((job.tenant.clone(), key), job);
-                            }
-                        }
-                    }
-                    let mut fresh = Vec::new();
-                    for &i in chunk {
-                        let Some(row) = rows[i].as_ref() else { continue };
-                        let key = row.idempotency_key.clone().map(|k| (row.tenant.clone(), k));
-                        match key.and_then(|k| existing.remove(&k)) {
-                            Some(job) => results[i] = Some(Ok(Submitted { job, created: false })),
-                            None => fresh.push(i),
-                        }
-                    }
-                    if fresh.is_empty() {
-                        continue;
-                    }
-                    let mut sql = String::from(
-                        "INSERT INTO jobs (id, tenant, operation, payload, images, priority, \
-                         max_attempts, timeout_ms, deadline_ms, idempotency_key, cancellable, \
-                         document, state, attempt, created_at, updated_at, run_after, \
-                         fencing_token, cancel_requested) VALUES ",
-                    );
-                    for n in 0..fresh.len() {
-                        let sep = if n == 0 { "" } else { ", " };
-                        let _ = write!(
-                            sql,
-                            "{sep}({}, 'queued', 0, {}, 0, FALSE)",
-                            placeholders(Self::NUMBERED, 1 + n * 15, 12),
-                            placeholders(Self::NUMBERED, 13 + n * 15, 3)
-                        );
-                    }
-                    sql.push_str(" ON CONFLICT DO NOTHING RETURNING seq, id");
-                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
-                    for &i in &fresh {
-                        let Some(row) = rows[i].as_ref() else { continue };
-                        q = q
-                            .bind(row.id.as_str())
-                            .bind(row.tenant.as_str())
-                            .bind(row.operation.as_str())
-                            .bind(row.payload.as_str())
-                            .bind(row.images.as_str())
-                            .bind(row.priority)
-                            .bind(row.max_attempts)
-                            .bind(row.timeout_ms)
-                            .bind(row.deadline_ms)
-                            .bind(row.idempotency_key.as_deref())
-                            .bind(row.cancellable)
-                            .bind(row.document.as_str())
-                            .bind(now)
-                            .bind(now)
-                            .bind(now);
-                    }
-                    let mut inserted = HashMap::new();
-                    for found in q.fetch_all(&mut *tx).await.ctx("inserting jobs")? {
-                        let seq: i64 = found.try_get("seq").ctx("inserting jobs")?;
-                        let id: String = found.try_get("id").ctx("inserting jobs")?;
-                        inserted.insert(id, seq);
-                    }
-                    for &i in &fresh {
-                        let Some(row) = rows[i].as_ref() else { continue };
-                        match inserted.remove(&row.id) {
-                            Some(seq) => {
-                                let job = queued_job(row, &jobs[i], seq, now);
-                                events.push(PendingEvent::state(&job, "submitted"));
-                                results[i] = Some(Ok(Submitted { job, created: true }));
-                            }
-                            // Taken by a job outside this batch: settle it one by one.
-                            None => single.push(i),
-                        }
-                    }
-                }
-                single.sort_unstable();
-                for i in single {
-                    let Some(row) = rows[i].as_ref() else { continue };
-                    match Self::submit_in(&mut tx, row, now).await {
-                        Ok(submitted) => {
-                            if submitted.created {
-                                events.push(PendingEvent::state(&submitted.job, "submitted"));
-                            }
-                            results[i] = Some(Ok(submitted));
-                        }
-                        Err(e @ Error::Conflict { .. }) => results[i] = Some(Err(e)),
-                        Err(e) => return Err(e),
-                    }
-                }
+                let results = Self::submit_many_in(&mut tx, &jobs, &[], now, &mut events).await?;
                 Self::insert_events(&mut tx, &events, now).await?;
                 tx.commit().await.ctx("committing a batch submit")?;
-                Ok(results
-                    .into_iter()
-                    .map(|r| r.unwrap_or(Err(Error::Conflict { field: "id" })))
-                    .collect())
+                Ok(results)
             }
 
             async fn get(&self, tenant: Option<&str>, id: &str) -> Result<Option<Job>> {
@@ -677,86 +1040,68 @@ macro_rules! impl_job_store {
                 lease: Duration,
                 operations: Option<&[String]>,
             ) -> Result<Vec<Lease>> {
-                if worker.is_empty() || worker.len() > MAX_NAME {
-                    return Err(Error::invalid("worker", format!("must be 1..={MAX_NAME} bytes")));
-                }
-                if let Some(ops) = operations {
-                    if ops.len() > MAX_OPERATIONS {
-                        return Err(Error::invalid(
-                            "operations",
-                            format!("more than {MAX_OPERATIONS} names"),
-                        ));
-                    }
-                }
-                let max = max.min(MAX_CLAIM);
                 let mut tx = self.begin().await?;
                 let now = now_ms();
                 let mut events = Vec::new();
-                if self.sweep.due(now) {
-                    Self::sweep(&mut tx, now, &mut events).await?;
-                }
-                let ops: &[String] = operations.unwrap_or(&[]);
-                let mut jobs = Vec::new();
-                if max > 0 && (operations.is_none() || !ops.is_empty()) {
-                    let filter = if operations.is_some() {
-                        format!(" AND operation IN ({})", placeholders(true, 5, ops.len()))
-                    } else {
-                        String::new()
-                    };
-                    // The candidates are picked once in a MATERIALIZED CTE: with a plain
-                    // `seq IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` PostgreSQL may
-                    // re-run the subquery per outer row and take more than n jobs.
-                    let sql = format!(
-                        concat!(
-                            "WITH picked AS MATERIALIZED (SELECT seq AS pick FROM jobs \
-                             WHERE state = 'queued' AND run_after <= $3 \
-                             AND (deadline_ms IS NULL OR deadline_ms > $3){filter} \
-                             ORDER BY priority DESC, seq LIMIT $4",
-                            $skip,
-                            ") UPDATE jobs SET state = 'running', attempt = attempt + 1, \
-                             fencing_token = fencing_token + 1, lease_owner = $1, \
-                             lease_expires_at = $2, started_at = $3, updated_at = $3 \
-                             WHERE state = 'queued' AND seq IN (SELECT pick FROM picked) \
-                             RETURNING ",
-                            crate::common::job_cols!()
-                        ),
-                        filter = filter
-                    );
-                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql))
-                        .bind(worker)
-                        .bind(now.saturating_add(duration_ms(lease)))
-                        .bind(now)
-                        .bind(i64::try_from(max).unwrap_or(i64::MAX));
-                    for op in ops {
-                        q = q.bind(op.as_str());
-                    }
-                    let rows = q.fetch_all(&mut *tx).await.ctx("claiming jobs")?;
-                    jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-                    sort_claimed(&mut jobs);
-                    for job in &jobs {
-                        events.push(PendingEvent {
-                            job_id: job.id.clone(),
-                            kind: "state".into(),
-                            data: json!({
-                                "state": job.state.as_str(),
-                                "attempt": job.attempt,
-                                "reason": "claimed",
-                                "worker": worker,
-                            })
-                            .to_string(),
-                        });
-                    }
-                }
+                let leases =
+                    self.claim_in(&mut tx, worker, max, lease, operations, None, now, &mut events)
+                        .await?;
                 Self::insert_events(&mut tx, &events, now).await?;
                 tx.commit().await.ctx("committing a claim")?;
-                Ok(jobs
-                    .into_iter()
-                    .map(|job| Lease {
-                        token: job.fencing_token,
-                        worker: worker.to_owned(),
-                        job,
-                    })
-                    .collect())
+                Ok(leases)
+            }
+
+            async fn write_cycle(&self, cycle: &Cycle) -> Result<CycleResult> {
+                let Cycle { submits, queue_caps, events: logs, progress, completions, claim } = cycle;
+                let mut tx = self.begin().await?;
+                let now = now_ms();
+                let mut events = Vec::new();
+                let mut result = CycleResult::default();
+                if !submits.is_empty() {
+                    result.submitted =
+                        Self::submit_many_in(&mut tx, submits, queue_caps, now, &mut events)
+                            .await?;
+                }
+                if !logs.is_empty() {
+                    result.events_written = Self::events_in(&mut tx, logs, now, &mut events).await?;
+                }
+                for p in progress {
+                    let message = p.message.as_deref();
+                    let done = Self::progress_in(
+                        &mut tx, &p.lease, p.done, p.total, message, now, &mut events,
+                    )
+                    .await;
+                    match done {
+                        Err(e @ (Error::LeaseLost { .. } | Error::Invalid { .. })) => {
+                            result.progress.push(Err(e))
+                        }
+                        // A database error aborted the transaction: the cycle fails.
+                        Err(e) => return Err(e),
+                        Ok(()) => result.progress.push(Ok(())),
+                    }
+                }
+                if !completions.is_empty() {
+                    let refs: Vec<(&Lease, &Outcome)> =
+                        completions.iter().map(|(l, o)| (l, o)).collect();
+                    result.completed = self.complete_many(&mut tx, &refs, now, &mut events).await?;
+                }
+                if let Some(req) = claim {
+                    result.claimed = self
+                        .claim_in(
+                            &mut tx,
+                            &req.worker,
+                            req.max,
+                            req.lease,
+                            req.operations.as_deref(),
+                            req.tenant_caps.as_deref(),
+                            now,
+                            &mut events,
+                        )
+                        .await?;
+                }
+                Self::insert_events(&mut tx, &events, now).await?;
+                tx.commit().await.ctx("committing a write cycle")?;
+                Ok(result)
             }
 
             async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<HeartbeatStatus> {
@@ -904,77 +1249,24 @@ macro_rules! impl_job_store {
                 total: u64,
                 message: Option<&str>,
             ) -> Result<()> {
-                let done = i64::try_from(done).map_err(|_| Error::invalid("done", "out of range"))?;
-                let total =
-                    i64::try_from(total).map_err(|_| Error::invalid("total", "out of range"))?;
-                let message = message.map(truncate_message);
                 let mut tx = self.begin().await?;
                 let now = now_ms();
-                let row = sqlx::query::<$db>(
-                    "UPDATE jobs SET progress_done = $1, progress_total = $2, \
-                     progress_message = $3, updated_at = $4 \
-                     WHERE id = $5 AND fencing_token = $6 AND state = 'running' RETURNING seq",
-                )
-                .bind(done)
-                .bind(total)
-                .bind(message.as_deref())
-                .bind(now)
-                .bind(lease.job.id.as_str())
-                .bind(lease.token)
-                .fetch_optional(&mut *tx)
-                .await
-                .ctx("recording progress")?;
-                if row.is_none() {
-                    return Err(Error::LeaseLost {
-                        id: lease.job.id.clone(),
-                        token: lease.token,
-                    });
-                }
-                let event = PendingEvent {
-                    job_id: lease.job.id.clone(),
-                    kind: "progress".into(),
-                    data: json!({ "done": done, "total": total, "message": message }).to_string(),
-                };
-                Self::insert_events(&mut tx, &[event], now).await?;
+                let mut events = Vec::new();
+                Self::progress_in(&mut tx, lease, done, total, message, now, &mut events).await?;
+                Self::insert_events(&mut tx, &events, now).await?;
                 tx.commit().await.ctx("committing progress")
             }
 
             async fn append_events(&self, events: Vec<(String, String, Value)>) -> Result<usize> {
-                let mut pending = Vec::with_capacity(events.len());
-                for (job_id, kind, data) in events {
-                    // An invalid event is dropped alone; the others are written.
-                    if let Ok(text) = check_event(&kind, &data) {
-                        pending.push(PendingEvent { job_id, kind: kind.into(), data: text });
-                    }
-                }
-                if pending.is_empty() {
-                    return Ok(0);
-                }
                 let mut tx = self.begin().await?;
                 let now = now_ms();
-                let mut ids: Vec<&str> = pending.iter().map(|e| e.job_id.as_str()).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                let mut known = HashSet::new();
-                // Lock each job row once, in id order (no deadlock between two writers), so
-                // a job's events get their sequence numbers in commit order.
-                for id in ids {
-                    let row = sqlx::query::<$db>(
-                        "UPDATE jobs SET updated_at = $1 WHERE id = $2 RETURNING seq",
-                    )
-                    .bind(now)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .ctx("locking a job for events")?;
-                    if row.is_some() {
-                        known.insert(id.to_owned());
-                    }
+                let mut pending = Vec::new();
+                let written = Self::events_in(&mut tx, &events, now, &mut pending).await?;
+                if written > 0 {
+                    Self::insert_events(&mut tx, &pending, now).await?;
+                    tx.commit().await.ctx("committing events")?;
                 }
-                pending.retain(|e| known.contains(&e.job_id));
-                Self::insert_events(&mut tx, &pending, now).await?;
-                tx.commit().await.ctx("committing events")?;
-                Ok(pending.len())
+                Ok(written)
             }
 
             async fn append_event(&self, job_id: &str, kind: &str, data: Value) -> Result<i64> {

@@ -32,6 +32,16 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A tenant's quota does not allow this job now (e.g. too many queued).
+    #[error("tenant {tenant:?} has {limit} {quota} jobs, its quota")]
+    QuotaExceeded {
+        /// The tenant.
+        tenant: String,
+        /// Which quota (`queued`).
+        quota: &'static str,
+        /// Its limit.
+        limit: u64,
+    },
     /// A database error, with what the store was doing.
     #[error("database error while {context}: {source}")]
     Db {

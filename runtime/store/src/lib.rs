@@ -29,8 +29,9 @@ pub use error::{Error, Result};
 pub use pg::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::{
-    CancelOutcome, DEFAULT_PRIORITY, Event, HeartbeatStatus, Job, JobResult, JobState, Lease,
-    ListQuery, NewJob, Outcome, Page, Progress, Submitted,
+    CancelOutcome, ClaimRequest, Cycle, CycleResult, DEFAULT_PRIORITY, Event, HeartbeatStatus, Job,
+    JobResult, JobState, Lease, ListQuery, NewJob, Outcome, Page, Progress, ProgressUpdate,
+    Submitted,
 };
 
 /// A durable job queue with leases, retries, cancellation, results and event streams.
@@ -118,6 +119,16 @@ pub trait JobStore: Send + Sync {
 
     /// Number of jobs in every state (all states present, zero included).
     async fn counts(&self) -> Result<BTreeMap<JobState, u64>>;
+
+    /// Commits a worker's whole write cycle in one transaction: submissions, events,
+    /// progress, completions and a claim. Each item gets the result its own method would
+    /// give (a conflict, an invalid job or a lost lease affects that item alone); a
+    /// database error aborts the whole cycle and nothing of it is written.
+    ///
+    /// One transaction instead of one per kind is what lets a worker on SQLite (one writer
+    /// at a time) accept, start and finish thousands of short jobs per second: a job
+    /// submitted here can be claimed in the same commit that stores it.
+    async fn write_cycle(&self, cycle: &Cycle) -> Result<CycleResult>;
 
     /// Closes the connections; pending operations finish first.
     async fn close(&self);

@@ -85,6 +85,9 @@ impl PgStore {
     /// Whether multi-row statements use numbered placeholders (see `placeholders`).
     pub(crate) const NUMBERED: bool = true;
 
+    /// Row-lock suffix of a SELECT whose rows the transaction goes on to update.
+    pub(crate) const LOCK_ROWS: &'static str = " FOR UPDATE";
+
     pub(crate) fn writer(&self) -> &PgPool {
         &self.pool
     }
@@ -107,6 +110,17 @@ impl PgStore {
             .execute(conn)
             .await
             .ctx("taking the migration lock")?;
+        Ok(())
+    }
+
+    /// Serializes claims that count running jobs per tenant: two workers claiming at once
+    /// would otherwise both see room under a tenant's cap.
+    pub(crate) async fn lock_claims(conn: &mut PgConnection) -> crate::Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK + 1)
+            .execute(conn)
+            .await
+            .ctx("taking the claim lock")?;
         Ok(())
     }
 

@@ -25,9 +25,10 @@ pub(crate) const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS store_mig
 /// Migrations in order; entry `i` is version `i + 1`. Never edit a released entry: append.
 pub(crate) fn migrations(dialect: &Dialect) -> Vec<Vec<String>> {
     let seq = dialect.seq();
-    vec![vec![
-        format!(
-            "CREATE TABLE jobs (
+    vec![
+        vec![
+            format!(
+                "CREATE TABLE jobs (
                 seq {seq},
                 id TEXT NOT NULL UNIQUE,
                 tenant TEXT NOT NULL,
@@ -58,35 +59,42 @@ pub(crate) fn migrations(dialect: &Dialect) -> Vec<Vec<String>> {
                 progress_total BIGINT,
                 progress_message TEXT
             )"
-        ),
-        // NULL keys never collide, so jobs without a key are unconstrained.
-        "CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant, idempotency_key)".into(),
-        // Claim scans only queued jobs, in priority-then-age order.
-        "CREATE INDEX jobs_claim ON jobs (priority DESC, seq) WHERE state = 'queued'".into(),
-        "CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'running'".into(),
-        "CREATE INDEX jobs_deadline ON jobs (deadline_ms) \
+            ),
+            // NULL keys never collide, so jobs without a key are unconstrained.
+            "CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant, idempotency_key)".into(),
+            // Claim scans only queued jobs, in priority-then-age order.
+            "CREATE INDEX jobs_claim ON jobs (priority DESC, seq) WHERE state = 'queued'".into(),
+            "CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'running'".into(),
+            "CREATE INDEX jobs_deadline ON jobs (deadline_ms) \
          WHERE state = 'queued' AND deadline_ms IS NOT NULL"
-            .into(),
-        "CREATE INDEX jobs_tenant ON jobs (tenant, seq)".into(),
-        // Deliberately no plain index on `state`: without statistics SQLite prefers an
-        // equality index over the partial ones above and then sorts every queued job on
-        // each claim. Listing by state walks `seq` backwards instead.
-        "CREATE TABLE job_results (
+                .into(),
+            "CREATE INDEX jobs_tenant ON jobs (tenant, seq)".into(),
+            // Deliberately no plain index on `state`: without statistics SQLite prefers an
+            // equality index over the partial ones above and then sorts every queued job on
+            // each claim. Listing by state walks `seq` backwards instead.
+            "CREATE TABLE job_results (
             job_id TEXT PRIMARY KEY,
             output TEXT NOT NULL,
             usage TEXT NOT NULL,
             completed_at BIGINT NOT NULL
         )"
-        .into(),
-        format!(
-            "CREATE TABLE job_events (
+            .into(),
+            format!(
+                "CREATE TABLE job_events (
                 seq {seq},
                 job_id TEXT NOT NULL,
                 kind TEXT NOT NULL,
                 data TEXT NOT NULL,
                 at BIGINT NOT NULL
             )"
-        ),
-        "CREATE INDEX job_events_job ON job_events (job_id, seq)".into(),
-    ]]
+            ),
+            "CREATE INDEX job_events_job ON job_events (job_id, seq)".into(),
+        ],
+        // 2: multi-tenant claims take each tenant's best queued jobs by index.
+        vec![
+            "CREATE INDEX jobs_queued_tenant ON jobs (tenant, priority DESC, seq) \
+         WHERE state = 'queued'"
+                .into(),
+        ],
+    ]
 }

@@ -111,6 +111,9 @@ impl SqliteStore {
     /// Whether multi-row statements use numbered placeholders (see `placeholders`).
     pub(crate) const NUMBERED: bool = false;
 
+    /// Row-lock suffix of a SELECT; SQLite's single writer needs none.
+    pub(crate) const LOCK_ROWS: &'static str = "";
+
     pub(crate) fn writer(&self) -> &SqlitePool {
         &self.writer
     }
@@ -128,6 +131,11 @@ impl SqliteStore {
 
     /// `BEGIN IMMEDIATE` already serializes migrations on SQLite.
     pub(crate) async fn lock_migrations(_conn: &mut SqliteConnection) -> crate::Result<()> {
+        Ok(())
+    }
+
+    /// `BEGIN IMMEDIATE` already serializes claims on SQLite.
+    pub(crate) async fn lock_claims(_conn: &mut SqliteConnection) -> crate::Result<()> {
         Ok(())
     }
 

@@ -303,3 +303,80 @@ pub struct Event {
     /// When it was written, unix ms.
     pub at: i64,
 }
+
+/// A claim made as part of a [`Cycle`]: see [`crate::JobStore::claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRequest {
+    /// Identity written into the leases.
+    pub worker: String,
+    /// Most jobs to lease.
+    pub max: usize,
+    /// Lease length.
+    pub lease: std::time::Duration,
+    /// Only these operations (None: any).
+    pub operations: Option<Vec<String>>,
+    /// Multi-tenant claim: `Some` takes only the listed tenants' jobs, round-robin across
+    /// tenants (each tenant's own jobs by priority, then age; tenants running fewer jobs
+    /// first), and never lets a tenant run more than its cap (`u32::MAX`: none) at once,
+    /// counted over every worker. `None`: every job, plain priority-then-age order.
+    pub tenant_caps: Option<Vec<(String, u32)>>,
+}
+
+/// Progress of a running job, fenced by its lease: see [`crate::JobStore::set_progress`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressUpdate {
+    /// The lease the job runs under.
+    pub lease: Lease,
+    /// Units done.
+    pub done: u64,
+    /// Units in all (0: unknown).
+    pub total: u64,
+    /// What is being done, if anything.
+    pub message: Option<String>,
+}
+
+/// Everything one write cycle of a worker commits in a single transaction, in this order:
+/// submissions, log events, progress, completions, then a claim (which sees the jobs just
+/// submitted and the slots just freed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cycle {
+    /// New jobs, as for [`crate::JobStore::submit_batch`].
+    pub submits: Vec<NewJob>,
+    /// Most jobs a tenant may have queued; a submission beyond it fails with
+    /// `Error::QuotaExceeded` (checked inside the transaction, so exact).
+    pub queue_caps: Vec<(String, u64)>,
+    /// `(job_id, kind, data)` events, as for [`crate::JobStore::append_events`].
+    pub events: Vec<(String, String, serde_json::Value)>,
+    /// Progress reports.
+    pub progress: Vec<ProgressUpdate>,
+    /// Outcomes, as for [`crate::JobStore::complete_batch`].
+    pub completions: Vec<(Lease, Outcome)>,
+    /// Jobs to lease after everything above.
+    pub claim: Option<ClaimRequest>,
+}
+
+impl Cycle {
+    /// Whether the cycle has nothing to write or claim.
+    pub fn is_empty(&self) -> bool {
+        self.submits.is_empty()
+            && self.events.is_empty()
+            && self.progress.is_empty()
+            && self.completions.is_empty()
+            && self.claim.is_none()
+    }
+}
+
+/// What a [`Cycle`] did; each list is in the order of the cycle's items.
+#[derive(Debug, Default)]
+pub struct CycleResult {
+    /// One result per submitted job.
+    pub submitted: Vec<crate::Result<Submitted>>,
+    /// Events written.
+    pub events_written: usize,
+    /// One result per progress report (`LeaseLost` when the lease is gone).
+    pub progress: Vec<crate::Result<()>>,
+    /// One result per completion (`LeaseLost` when the lease is gone).
+    pub completed: Vec<crate::Result<Job>>,
+    /// Jobs leased by the claim.
+    pub claimed: Vec<Lease>,
+}

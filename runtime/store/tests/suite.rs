@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{Harness, Kind, LEASE, job, now_ms};
 use guestkit_store::{
-    CancelOutcome, Error, HeartbeatStatus, JobState, ListQuery, Outcome, StoreConfig,
+    CancelOutcome, ClaimRequest, Cycle, Error, HeartbeatStatus, JobState, ListQuery, Outcome,
+    ProgressUpdate, StoreConfig,
 };
 use serde_json::json;
 
@@ -50,6 +51,8 @@ suite!(
     progress_is_fenced,
     release_requeues_without_counting,
     complete_batch_isolates_lost_leases,
+    write_cycle_commits_everything_in_order,
+    tenant_claims_are_fair_and_capped,
     survives_close_and_reopen,
     rejects_invalid_input,
 );
@@ -996,6 +999,202 @@ async fn complete_batch_isolates_lost_leases(kind: Kind) {
             .expect("r")
             .is_none()
     );
+    h.finish().await;
+}
+
+/// One cycle stores new jobs, writes log lines and progress, completes running jobs and
+/// claims: the claim sees both the jobs submitted and the slots freed in the same cycle, and
+/// each item gets its own result.
+async fn write_cycle_commits_everything_in_order(kind: Kind) {
+    let h = Harness::new(kind).await;
+    for i in 0..3 {
+        h.store
+            .submit(job(&format!("wc-old-{i}")))
+            .await
+            .expect("submit");
+    }
+    let running = h.store.claim("w", 3, LEASE, None).await.expect("claim");
+    assert_eq!(running.len(), 3);
+    // Lease of running[2] is lost (released) before the cycle.
+    h.store.release(&running[2]).await.expect("release");
+    let mut duplicate = job("wc-old-0");
+    duplicate.operation = "other".into();
+    let cycle = Cycle {
+        submits: vec![job("wc-new-0"), duplicate, job("wc-new-1")],
+        events: vec![
+            ("wc-old-0".into(), "log".into(), json!({"message": "first"})),
+            (
+                "no-such-job".into(),
+                "log".into(),
+                json!({"message": "dropped"}),
+            ),
+        ],
+        progress: vec![
+            ProgressUpdate {
+                lease: running[1].clone(),
+                done: 1,
+                total: 2,
+                message: Some("half".into()),
+            },
+            ProgressUpdate {
+                lease: running[2].clone(),
+                done: 1,
+                total: 2,
+                message: None,
+            },
+        ],
+        completions: vec![(running[0].clone(), ok(7)), (running[2].clone(), ok(8))],
+        claim: Some(ClaimRequest {
+            worker: "w".into(),
+            max: 10,
+            lease: LEASE,
+            operations: None,
+            tenant_caps: None,
+        }),
+        ..Cycle::default()
+    };
+    let result = h.store.write_cycle(&cycle).await.expect("cycle");
+    assert_eq!(result.submitted.len(), 3);
+    assert!(result.submitted[0].as_ref().is_ok_and(|s| s.created));
+    assert!(matches!(
+        result.submitted[1],
+        Err(Error::Conflict { field: "id" })
+    ));
+    assert!(result.submitted[2].as_ref().is_ok_and(|s| s.created));
+    assert_eq!(result.events_written, 1);
+    assert!(result.progress[0].is_ok());
+    assert!(matches!(result.progress[1], Err(Error::LeaseLost { .. })));
+    assert_eq!(
+        result.completed[0].as_ref().map(|j| j.state).ok(),
+        Some(JobState::Succeeded)
+    );
+    assert!(matches!(result.completed[1], Err(Error::LeaseLost { .. })));
+    // The claim took the released job and both new ones, oldest first.
+    let claimed: Vec<&str> = result.claimed.iter().map(|l| l.job.id.as_str()).collect();
+    assert_eq!(claimed, ["wc-old-2", "wc-new-0", "wc-new-1"]);
+    assert!(
+        result
+            .claimed
+            .iter()
+            .all(|l| l.job.state == JobState::Running)
+    );
+
+    let done = h.store.result(None, "wc-old-0").await.expect("result");
+    assert_eq!(done.map(|r| r.output), Some(json!({"answer": 7})));
+    let progress = h
+        .store
+        .get(None, "wc-old-1")
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(progress.progress.map(|p| p.done), Some(1));
+    // The log line precedes the completion in the job's stream.
+    let events = h
+        .store
+        .events_since("wc-old-0", 0, 100)
+        .await
+        .expect("events");
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match e.kind.as_str() {
+            "state" => format!("state:{}", e.data["state"].as_str().unwrap_or("?")),
+            other => other.to_string(),
+        })
+        .collect();
+    let log = kinds.iter().position(|k| k == "log").expect("log event");
+    let end = kinds
+        .iter()
+        .position(|k| k == "state:succeeded")
+        .expect("end event");
+    assert!(log < end, "{kinds:?}");
+    // New jobs: submitted, then claimed, in that order.
+    let events = h
+        .store
+        .events_since("wc-new-0", 0, 100)
+        .await
+        .expect("events");
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.data["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["submitted", "claimed"]);
+    // A cycle with nothing to claim and nothing else commits nothing and fails nothing.
+    let empty = h
+        .store
+        .write_cycle(&Cycle::default())
+        .await
+        .expect("empty cycle");
+    assert!(empty.claimed.is_empty() && empty.submitted.is_empty());
+    h.finish().await;
+}
+
+/// Multi-tenant claims go round-robin across tenants and respect running caps; queue
+/// caps refuse submissions beyond them, inside the transaction.
+async fn tenant_claims_are_fair_and_capped(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let of = |tenant: &str, id: String| {
+        let mut j = job(&id);
+        j.tenant = tenant.into();
+        j
+    };
+    for i in 0..6 {
+        h.store
+            .submit(of("flood", format!("tf-a{i}")))
+            .await
+            .expect("submit");
+    }
+    for i in 0..2 {
+        h.store
+            .submit(of("quiet", format!("tf-b{i}")))
+            .await
+            .expect("submit");
+    }
+    let claim = |max: usize| Cycle {
+        claim: Some(ClaimRequest {
+            worker: "w".into(),
+            max,
+            lease: LEASE,
+            operations: None,
+            tenant_caps: Some(vec![("flood".into(), 2), ("quiet".into(), u32::MAX)]),
+        }),
+        ..Cycle::default()
+    };
+    let first = h.store.write_cycle(&claim(10)).await.expect("claim");
+    let ids: Vec<&str> = first.claimed.iter().map(|l| l.job.id.as_str()).collect();
+    // Round-robin, and the flooding tenant capped at 2 running.
+    assert_eq!(ids, ["tf-a0", "tf-a1", "tf-b0", "tf-b1"], "{ids:?}");
+    let again = h.store.write_cycle(&claim(10)).await.expect("claim");
+    assert!(
+        again.claimed.is_empty(),
+        "cap reached: {:?}",
+        again.claimed.len()
+    );
+    // One flood job ends: exactly one more may start.
+    let done = Cycle {
+        completions: vec![(first.claimed[0].clone(), ok(1))],
+        ..claim(10)
+    };
+    let next = h.store.write_cycle(&done).await.expect("complete + claim");
+    let ids: Vec<&str> = next.claimed.iter().map(|l| l.job.id.as_str()).collect();
+    assert_eq!(ids, ["tf-a2"]);
+
+    // Queue cap: flood has 3 queued (a3..a5); a cap of 5 leaves room for 2.
+    let submits = Cycle {
+        submits: (0..3).map(|i| of("flood", format!("tf-c{i}"))).collect(),
+        queue_caps: vec![("flood".into(), 5)],
+        ..Cycle::default()
+    };
+    let result = h.store.write_cycle(&submits).await.expect("submits");
+    assert!(result.submitted[0].is_ok() && result.submitted[1].is_ok());
+    assert!(
+        matches!(
+            &result.submitted[2],
+            Err(Error::QuotaExceeded { tenant, quota: "queued", limit: 5 }) if tenant == "flood"
+        ),
+        "{:?}",
+        result.submitted[2]
+    );
+    assert!(h.store.get(None, "tf-c2").await.expect("get").is_none());
     h.finish().await;
 }
 
