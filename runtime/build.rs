@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Built-in handlers: (operation-independent name, crate name in handlers-wasm).
-const BUILTINS: &[&str] = &["echo"];
+const BUILTINS: &[&str] = &["echo", "inspect", "profile"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

@@ -1,0 +1,534 @@
+//! Finds OS roots on the granted images and inspects each one.
+
+use crate::etc;
+use crate::guest::Guest;
+use crate::linux;
+use crate::report::{
+    FilesystemReport, ImageReport, Location, Mountpoint, OsFilesystem, OsReport, Report,
+    SCHEMA_VERSION,
+};
+use crate::windows;
+use crate::{Options, Section};
+use guestkit_handler_sdk::disk::{self, FileKind, Filesystem, Image, Volume, VolumeKind};
+use guestkit_handler_sdk::{self as sdk, HandlerError};
+
+/// Filesystem types the host can open.
+const OPENABLE: &[&str] = &["ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "ntfs"];
+/// Most Btrfs subvolumes tried per filesystem.
+const MAX_SUBVOLUMES: usize = 64;
+
+struct Opened {
+    name: String,
+    image: Image,
+    volumes: Vec<Volume>,
+}
+
+fn kind_name(k: VolumeKind) -> &'static str {
+    match k {
+        VolumeKind::WholeDisk => "whole-disk",
+        VolumeKind::Partition => "partition",
+        VolumeKind::LogicalVolume => "logical-volume",
+    }
+}
+
+/// Inspects `names` (granted images) into a report.
+pub fn run(names: &[String], options: &Options) -> Result<Report, HandlerError> {
+    let mut report = Report {
+        schema_version: SCHEMA_VERSION,
+        images: Vec::new(),
+        operating_systems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut opened = Vec::new();
+    for name in names {
+        let image = disk::open(name)?;
+        let info = image.info();
+        let volumes = match image.volumes() {
+            Ok(v) => v,
+            Err(e) => {
+                report.warnings.push(format!("{name}: volumes: {e}"));
+                Vec::new()
+            }
+        };
+        report.images.push(ImageReport {
+            name: name.clone(),
+            format: info.format,
+            virtual_size: info.virtual_size,
+            backing_depth: info.backing_depth,
+            filesystems: volumes
+                .iter()
+                .filter(|v| v.fs_type.as_deref().is_some_and(|t| t != "LVM2_member"))
+                .map(|v| FilesystemReport {
+                    volume: v.id.clone(),
+                    kind: kind_name(v.kind),
+                    size: v.size,
+                    fs_type: v.fs_type.clone().unwrap_or_default(),
+                    label: v.fs_label.clone(),
+                    uuid: v.fs_uuid.clone(),
+                    partition_label: v.partition_label.clone(),
+                    partition_uuid: v.partition_uuid.clone(),
+                })
+                .collect(),
+        });
+        opened.push(Opened {
+            name: name.clone(),
+            image,
+            volumes,
+        });
+    }
+
+    let total = opened.iter().map(|o| o.volumes.len() as u64).sum();
+    let mut done = 0;
+    for (index, img) in opened.iter().enumerate() {
+        for vol in &img.volumes {
+            done += 1;
+            sdk::progress(done, total, &format!("{} {}", img.name, vol.id));
+            let Some(fs_type) = vol.fs_type.as_deref().filter(|t| OPENABLE.contains(t)) else {
+                continue;
+            };
+            let fs = match img.image.open_filesystem(&vol.id) {
+                Ok(fs) => fs,
+                Err(e) => {
+                    report
+                        .warnings
+                        .push(format!("{} {}: {e}", img.name, vol.id));
+                    continue;
+                }
+            };
+            let at = |subvolume: Option<String>| Location {
+                image: img.name.clone(),
+                volume: vol.id.clone(),
+                subvolume,
+            };
+            let is_btrfs = fs_type == "btrfs";
+            let tops: Vec<String> = if is_btrfs {
+                fs.read_dir("/", 1000)
+                    .map(|l| l.entries)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| e.kind == FileKind::Directory)
+                    .map(|e| e.name)
+                    .take(MAX_SUBVOLUMES)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if let Some(os) = inspect_fs(fs, at(None), index, &opened, options) {
+                report.operating_systems.push(os);
+                continue;
+            }
+            // A Btrfs top level that is not a root may hold roots in subvolumes (`@`, `root`,
+            // ...): each top-level directory that opens as a subvolume is tried.
+            for name in tops {
+                if let Ok(sub) = img.image.open_btrfs_subvolume(&vol.id, &name)
+                    && let Some(os) = inspect_fs(sub, at(Some(name)), index, &opened, options)
+                {
+                    report.operating_systems.push(os);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The OS whose root is `fs`, if it is one.
+fn inspect_fs(
+    fs: Filesystem,
+    location: Location,
+    image_index: usize,
+    images: &[Opened],
+    options: &Options,
+) -> Option<OsReport> {
+    let mut guest = Guest::new(fs);
+    if let Some(os_type) = linux::root_type(&guest) {
+        return Some(inspect_root(
+            &mut guest,
+            os_type,
+            location,
+            image_index,
+            images,
+            options,
+        ));
+    }
+    let system_root = windows::system_root(&guest)?;
+    Some(inspect_windows(
+        &guest,
+        &system_root,
+        location,
+        image_index,
+        images,
+        options,
+    ))
+}
+
+fn inspect_root(
+    g: &mut Guest,
+    os_type: &'static str,
+    root: Location,
+    image_index: usize,
+    images: &[Opened],
+    options: &Options,
+) -> OsReport {
+    let mut os = OsReport {
+        os_type: os_type.into(),
+        ..OsReport::default()
+    };
+    sdk::log::info(&format!("{os_type} root on {} {}", root.image, root.volume));
+    match os_type {
+        "linux" => linux::release(g, &mut os),
+        other => linux::bsd_release(g, &mut os, other),
+    }
+    os.arch = linux::arch(g);
+    os.hostname = match os_type {
+        "linux" => linux::hostname(g),
+        _ => linux::bsd_hostname(g),
+    };
+    os.machine_id = linux::machine_id(g);
+
+    // The root itself, then what fstab mounts.
+    let root_vol = find_volume(images, &root);
+    os.filesystems.push(OsFilesystem {
+        mountpoint: "/".into(),
+        location: root.clone(),
+        fs_type: root_vol.and_then(|v| v.fs_type.clone()),
+        label: root_vol.and_then(|v| v.fs_label.clone()),
+        uuid: root_vol.and_then(|v| v.fs_uuid.clone()),
+    });
+    match g.read("/etc/fstab", 1 << 20) {
+        Ok(Some(data)) => {
+            for entry in etc::parse_fstab(&data) {
+                let subvol = entry
+                    .options
+                    .split(',')
+                    .find_map(|o| o.strip_prefix("subvol="))
+                    .map(|s| s.trim_start_matches('/').to_string())
+                    .filter(|s| !s.is_empty());
+                // `/dev/root`, and `/` on the BSDs (whose device names do not translate),
+                // are the root itself.
+                let is_root =
+                    entry.spec == "/dev/root" || (os_type != "linux" && entry.mountpoint == "/");
+                let resolved = if is_root {
+                    Some(root.clone())
+                } else {
+                    resolve(&entry.spec, image_index, images).map(|(i, v)| Location {
+                        image: images[i].name.clone(),
+                        volume: v.id.clone(),
+                        subvolume: subvol.clone(),
+                    })
+                };
+                if let Some(loc) = &resolved {
+                    let same_as_root = loc.image == root.image
+                        && loc.volume == root.volume
+                        && loc.subvolume == root.subvolume;
+                    if entry.mountpoint != "/" && !same_as_root {
+                        mount(g, images, loc, &entry.mountpoint, &mut os);
+                    }
+                    if entry.mountpoint != "/" {
+                        let v = find_volume(images, loc);
+                        os.filesystems.push(OsFilesystem {
+                            mountpoint: entry.mountpoint.clone(),
+                            location: loc.clone(),
+                            fs_type: v.and_then(|v| v.fs_type.clone()),
+                            label: v.and_then(|v| v.fs_label.clone()),
+                            uuid: v.and_then(|v| v.fs_uuid.clone()),
+                        });
+                    }
+                }
+                os.mountpoints.push(Mountpoint {
+                    mountpoint: entry.mountpoint,
+                    spec: entry.spec,
+                    fs_type: entry.fs_type,
+                    options: entry.options,
+                    location: resolved,
+                });
+            }
+        }
+        Ok(None) => {}
+        Err(e) => os.warnings.push(e),
+    }
+    // libguestfs orders mountpoints by path length, so a parent comes before its children.
+    os.mountpoints.sort_by(|a, b| {
+        (a.mountpoint.len(), &a.mountpoint).cmp(&(b.mountpoint.len(), &b.mountpoint))
+    });
+    os.filesystems.sort_by(|a, b| {
+        (a.mountpoint.len(), &a.mountpoint).cmp(&(b.mountpoint.len(), &b.mountpoint))
+    });
+
+    let want = |s: Section| options.wants(s);
+    if want(Section::Applications) {
+        os.applications = Some(linux::applications(g, &mut os));
+    }
+    if want(Section::Services) {
+        os.services = Some(linux::services(g));
+    }
+    if want(Section::Users) || want(Section::Groups) {
+        if want(Section::Users) {
+            let (users, bad) = g
+                .read_small("/etc/passwd")
+                .map(|d| etc::parse_passwd(&d))
+                .unwrap_or_default();
+            if bad > 0 {
+                os.warnings
+                    .push(format!("/etc/passwd: {bad} malformed lines skipped"));
+            }
+            os.users = Some(users);
+        }
+        if want(Section::Groups) {
+            let (groups, bad) = g
+                .read_small("/etc/group")
+                .map(|d| etc::parse_group(&d))
+                .unwrap_or_default();
+            if bad > 0 {
+                os.warnings
+                    .push(format!("/etc/group: {bad} malformed lines skipped"));
+            }
+            os.groups = Some(groups);
+        }
+    }
+    if want(Section::Network) {
+        os.network = Some(linux::network(g));
+    }
+    if want(Section::Kernels) {
+        os.kernels = Some(linux::kernels(g));
+    }
+    if want(Section::CloudInit) {
+        os.cloud_init = Some(linux::cloud_init(g, os.applications.as_deref()));
+    }
+    os.root = Some(root);
+    os
+}
+
+fn inspect_windows(
+    g: &Guest,
+    system_root: &str,
+    root: Location,
+    image_index: usize,
+    images: &[Opened],
+    options: &Options,
+) -> OsReport {
+    sdk::log::info(&format!("windows root on {} {}", root.image, root.volume));
+    let mut os = OsReport::default();
+    let root_vol = find_volume(images, &root);
+    os.filesystems.push(OsFilesystem {
+        mountpoint: "/".into(),
+        location: root.clone(),
+        fs_type: root_vol.and_then(|v| v.fs_type.clone()),
+        label: root_vol.and_then(|v| v.fs_label.clone()),
+        uuid: root_vol.and_then(|v| v.fs_uuid.clone()),
+    });
+    let resolve = |m: &winreg::DriveMapping| resolve_drive(m, image_index, images);
+    windows::inspect(g, system_root, &mut os, options, &resolve);
+    os.root = Some(root);
+    os
+}
+
+/// The granted volume a Windows drive mapping names: the MBR partition starting at `offset` on
+/// the disk with that signature, or the GPT partition with that GUID.
+fn resolve_drive(
+    m: &winreg::DriveMapping,
+    image_index: usize,
+    images: &[Opened],
+) -> Option<Location> {
+    let order = std::iter::once(image_index).chain((0..images.len()).filter(|i| *i != image_index));
+    for i in order {
+        let img = images.get(i)?;
+        let volume = match m {
+            winreg::DriveMapping::Gpt { partition_guid } => img
+                .volumes
+                .iter()
+                .find(|v| {
+                    v.partition_uuid
+                        .as_deref()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(partition_guid))
+                })
+                .map(|v| v.id.clone()),
+            winreg::DriveMapping::Mbr {
+                disk_signature,
+                offset,
+            } => {
+                let Ok(mbr) = img.image.read(0, 512) else {
+                    continue;
+                };
+                if mbr.len() < 512 || mbr[510..512] != [0x55, 0xaa] {
+                    continue;
+                }
+                let signature =
+                    u32::from_le_bytes([mbr[0x1b8], mbr[0x1b9], mbr[0x1ba], mbr[0x1bb]]);
+                if format!("{signature:08x}") != disk_signature.to_ascii_lowercase() {
+                    continue;
+                }
+                (0..4).find_map(|n| {
+                    let e = &mbr[0x1be + 16 * n..0x1be + 16 * (n + 1)];
+                    let start = u64::from(u32::from_le_bytes([e[8], e[9], e[10], e[11]])) * 512;
+                    (e[4] != 0 && start == *offset).then(|| format!("p{}", n + 1))
+                })
+            }
+        };
+        if let Some(volume) = volume.filter(|id| img.volumes.iter().any(|v| &v.id == id)) {
+            return Some(Location {
+                image: img.name.clone(),
+                volume,
+                subvolume: None,
+            });
+        }
+    }
+    None
+}
+
+fn mount(g: &mut Guest, images: &[Opened], loc: &Location, point: &str, os: &mut OsReport) {
+    let Some(img) = images.iter().find(|i| i.name == loc.image) else {
+        return;
+    };
+    let vol = img.volumes.iter().find(|v| v.id == loc.volume);
+    if !vol
+        .and_then(|v| v.fs_type.as_deref())
+        .is_some_and(|t| OPENABLE.contains(&t))
+    {
+        return;
+    }
+    let fs = match &loc.subvolume {
+        Some(sub) => img.image.open_btrfs_subvolume(&loc.volume, sub),
+        None => img.image.open_filesystem(&loc.volume),
+    };
+    match fs {
+        Ok(fs) => g.mount(point, fs),
+        Err(e) => os.warnings.push(format!(
+            "mounting {point} from {} {}: {e}",
+            loc.image, loc.volume
+        )),
+    }
+}
+
+fn find_volume<'a>(images: &'a [Opened], loc: &Location) -> Option<&'a Volume> {
+    images
+        .iter()
+        .find(|i| i.name == loc.image)?
+        .volumes
+        .iter()
+        .find(|v| v.id == loc.volume)
+}
+
+/// `/dev/mapper/VG-LV` (a `-` inside a name is doubled) as (VG, LV).
+fn split_mapper(name: &str) -> Option<(String, String)> {
+    let b: Vec<char> = name.chars().collect();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == '-' {
+            if b.get(i + 1) == Some(&'-') {
+                i += 2;
+                continue;
+            }
+            let vg: String = b[..i].iter().collect();
+            let lv: String = b[i + 1..].iter().collect();
+            return Some((vg.replace("--", "-"), lv.replace("--", "-")));
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Which image index and partition a Linux device name points at: `/dev/sda2` -> (0, 2),
+/// `/dev/vdb` -> (1, 0), `/dev/nvme0n1p3` -> (0, 3).
+fn device_index(dev: &str) -> Option<(usize, u32)> {
+    let name = dev.strip_prefix("/dev/")?;
+    for prefix in ["xvd", "sd", "hd", "vd"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            let letters: String = rest.chars().take_while(char::is_ascii_lowercase).collect();
+            let digits = &rest[letters.len()..];
+            if letters.is_empty() || letters.len() > 2 {
+                return None;
+            }
+            let index = letters
+                .bytes()
+                .fold(0usize, |acc, c| acc * 26 + usize::from(c - b'a') + 1)
+                - 1;
+            let part = if digits.is_empty() {
+                0
+            } else {
+                digits.parse().ok()?
+            };
+            return Some((index, part));
+        }
+    }
+    if let Some(rest) = name.strip_prefix("nvme") {
+        let (ctrl, rest) = rest.split_once('n')?;
+        let index: usize = ctrl.parse().ok()?;
+        let part = match rest.split_once('p') {
+            Some((_, p)) => p.parse().ok()?,
+            None => 0,
+        };
+        return Some((index, part));
+    }
+    None
+}
+
+/// The volume an fstab spec names: by filesystem UUID/label, partition UUID/label, LVM name or
+/// device name. The root's own image is searched first (the same disk may be granted twice,
+/// in two formats, with the same UUIDs).
+fn resolve<'a>(
+    spec: &str,
+    image_index: usize,
+    images: &'a [Opened],
+) -> Option<(usize, &'a Volume)> {
+    let eq = |a: &Option<String>, b: &str| a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(b));
+    let strip = |p: &str| {
+        spec.strip_prefix(p)
+            .map(|s| s.trim_matches('"').to_string())
+    };
+    let test: Box<dyn Fn(&Volume) -> bool> =
+        if let Some(u) = strip("UUID=").or_else(|| strip("/dev/disk/by-uuid/")) {
+            Box::new(move |v| eq(&v.fs_uuid, &u))
+        } else if let Some(l) = strip("LABEL=").or_else(|| strip("/dev/disk/by-label/")) {
+            Box::new(move |v| v.fs_label.as_deref() == Some(l.as_str()))
+        } else if let Some(u) = strip("PARTUUID=").or_else(|| strip("/dev/disk/by-partuuid/")) {
+            Box::new(move |v| eq(&v.partition_uuid, &u))
+        } else if let Some(l) = strip("PARTLABEL=").or_else(|| strip("/dev/disk/by-partlabel/")) {
+            Box::new(move |v| v.partition_label.as_deref() == Some(l.as_str()))
+        } else if let Some((vg, lv)) = spec.strip_prefix("/dev/mapper/").and_then(split_mapper) {
+            let id = format!("lvm/{vg}/{lv}");
+            Box::new(move |v| v.id == id)
+        } else if let Some((index, part)) = device_index(spec) {
+            let img = images.get(index)?;
+            let id = if part == 0 {
+                "disk".to_string()
+            } else {
+                format!("p{part}")
+            };
+            return img.volumes.iter().find(|v| v.id == id).map(|v| (index, v));
+        } else if let Some(rest) = spec.strip_prefix("/dev/") {
+            // /dev/VG/LV
+            let id = format!("lvm/{rest}");
+            Box::new(move |v| v.id == id)
+        } else {
+            return None;
+        };
+    let order = std::iter::once(image_index).chain((0..images.len()).filter(|i| *i != image_index));
+    for i in order {
+        if let Some(v) = images.get(i)?.volumes.iter().find(|v| test(v)) {
+            return Some((i, v));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!(device_index("/dev/sda2"), Some((0, 2)));
+        assert_eq!(device_index("/dev/vdb"), Some((1, 0)));
+        assert_eq!(device_index("/dev/xvdc1"), Some((2, 1)));
+        assert_eq!(device_index("/dev/nvme0n1p3"), Some((0, 3)));
+        assert_eq!(device_index("/dev/mapper/x"), None);
+        assert_eq!(
+            split_mapper("vg--data-lv--root"),
+            Some(("vg-data".into(), "lv-root".into()))
+        );
+        assert_eq!(
+            split_mapper("rhel-root"),
+            Some(("rhel".into(), "root".into()))
+        );
+    }
+}
