@@ -6,9 +6,12 @@
 
 use crate::executor::now_ms;
 use crate::service::{ApiError, DISK_FORMATS, FEATURES, JobService, job_view, rfc3339};
+use crate::tenants::Tenant;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Extension, MatchedPath, Path, Query, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -45,8 +48,15 @@ pub struct ApiState {
     pub started: Instant,
 }
 
-/// The tenant every request acts as until authentication is configured.
-const DEFAULT_TENANT: &str = "default";
+/// The tenant a request authenticated as (the implicit one on a single-tenant worker).
+#[derive(Clone)]
+struct Caller(Arc<Tenant>);
+
+impl Caller {
+    fn id(&self) -> &str {
+        &self.0.id
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -63,6 +73,8 @@ impl IntoResponse for ApiError {
 
 /// The API router (everything under `/api/v1`).
 pub fn router(state: ApiState) -> Router {
+    // Everything but health and the API description needs a tenant's token (when the
+    // worker has tenants).
     let api = Router::new()
         .route("/jobs", post(submit_job).get(list_jobs))
         .route("/jobs/{id}", get(get_job))
@@ -71,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/jobs/{id}/events", get(job_events))
         .route("/handlers", get(handlers))
         .route("/capabilities", get(capabilities))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi));
     Router::new()
@@ -126,6 +139,45 @@ async fn count_requests(State(state): State<ApiState>, request: Request, next: N
     response
 }
 
+/// Finds the caller's tenant from `Authorization: Bearer TOKEN`, or answers 401.
+async fn authenticate(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.service.tenants().authenticate(header) {
+        Ok(tenant) => {
+            request.extensions_mut().insert(Caller(tenant));
+            next.run(request).await
+        }
+        Err(e) => {
+            state
+                .service
+                .metrics()
+                .auth_failures
+                .with_label_values(&[match e {
+                    crate::tenants::AuthError::Missing => "missing",
+                    crate::tenants::AuthError::Malformed => "malformed",
+                    crate::tenants::AuthError::Unknown => "unknown",
+                }])
+                .inc();
+            tracing::warn!(target: "audit", event = "auth_failure", reason = e.reason(),
+                remote = %peer.ip(), method = %request.method(), path = %request.uri().path());
+            let mut response = ApiError::new(401, "unauthorized", e.reason()).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"guestkit-worker\""),
+            );
+            response
+        }
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(404, "not_found", "no such endpoint")
 }
@@ -150,6 +202,7 @@ fn body_error(rejection: BytesRejection) -> ApiError {
 
 async fn submit_job(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -177,8 +230,13 @@ async fn submit_job(
     let remote = Some(peer.ip().to_string());
     let submitted = state
         .service
-        .submit(&body, DEFAULT_TENANT, remote.as_deref())
+        .submit(&body, &caller.0, remote.as_deref())
         .await?;
+    if submitted.created {
+        tracing::info!(target: "audit", event = "submit", tenant = caller.id(),
+            job = %submitted.job.id, operation = %submitted.job.operation,
+            remote = remote.as_deref().unwrap_or("-"));
+    }
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
@@ -203,6 +261,7 @@ struct ListParams {
 
 async fn list_jobs(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError {
@@ -235,7 +294,7 @@ async fn list_jobs(
         .service
         .store()
         .list(ListQuery {
-            tenant: Some(DEFAULT_TENANT.into()),
+            tenant: Some(caller.id().into()),
             state: state_filter,
             operation: params.operation,
             limit,
@@ -275,10 +334,11 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 async fn get_job(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_id(&id)?;
-    let job = state.service.job(Some(DEFAULT_TENANT), &id).await?;
+    let job = state.service.job(Some(caller.id()), &id).await?;
     Ok(Json(job_view(&job)))
 }
 
@@ -291,6 +351,7 @@ struct ResultParams {
 
 async fn get_result(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     params: Result<Query<ResultParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -313,7 +374,7 @@ async fn get_result(
             });
         }
     };
-    let tenant = Some(DEFAULT_TENANT);
+    let tenant = Some(caller.id());
     let job = state.service.wait_terminal(tenant, &id, wait).await?;
     match job.state {
         JobState::Queued | JobState::Running => Err(ApiError::new(
@@ -322,12 +383,18 @@ async fn get_result(
             format!("job {id} is {}; it has no result yet", job.state),
         )),
         JobState::Succeeded => {
-            let result = state
-                .service
-                .store()
-                .result(tenant, &id)
-                .await?
-                .ok_or_else(|| ApiError::new(500, "internal", "succeeded job without result"))?;
+            let kept = state.service.executor().recent().get(tenant, &id);
+            let result = match kept.as_ref().and_then(|f| f.result.clone()) {
+                Some(result) => result,
+                None => state
+                    .service
+                    .store()
+                    .result(tenant, &id)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::new(500, "internal", "succeeded job without result")
+                    })?,
+            };
             Ok(Json(json!({
                 "job_id": id,
                 "status": "succeeded",
@@ -350,15 +417,14 @@ async fn get_result(
 
 async fn cancel_job(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
-    let outcome = state
-        .service
-        .store()
-        .cancel(Some(DEFAULT_TENANT), &id)
-        .await?;
+    let outcome = state.service.store().cancel(Some(caller.id()), &id).await?;
     let executor = state.service.executor();
+    tracing::info!(target: "audit", event = "cancel", tenant = caller.id(), job = %id,
+        outcome = ?outcome);
     match outcome {
         CancelOutcome::Cancelled => {
             executor.signal(&id);
@@ -398,6 +464,7 @@ struct EventParams {
 
 async fn job_events(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     params: Result<Query<EventParams>, QueryRejection>,
@@ -410,7 +477,7 @@ async fn job_events(
         message: e.body_text(),
     })?;
     // Existence and ownership check before streaming anything.
-    state.service.job(Some(DEFAULT_TENANT), &id).await?;
+    state.service.job(Some(caller.id()), &id).await?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -502,43 +569,34 @@ fn event_stream(
     })
 }
 
-async fn handlers(State(state): State<ApiState>) -> Json<Value> {
+async fn handlers(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let snapshot = state.service.registry().snapshot();
-    let handlers: Vec<Value> = snapshot
-        .handlers
-        .iter()
-        .map(|h| {
-            let (source, path) = match &h.source {
-                crate::registry::HandlerSource::Builtin(name) => ("builtin", name.clone()),
-                crate::registry::HandlerSource::File(p) => (
-                    "directory",
-                    p.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                ),
-            };
-            let loaded_at = h
-                .loaded_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| rfc3339(d.as_millis() as i64))
-                .unwrap_or_default();
-            json!({
-                "name": h.meta.name,
-                "version": h.meta.version,
-                "description": h.meta.description,
-                "digest": format!("sha256:{}", h.digest),
-                "operations": h.meta.operations,
-                "payload_schema": h.meta.payload_schema,
-                "source": source,
-                "file": path,
-                "size_bytes": h.size,
-                "loaded_at": loaded_at,
-            })
-        })
+    let tenant = &caller.0;
+    let multi = state.service.tenants().is_multi();
+    let private = snapshot.private.get(&tenant.id);
+    // A tenant sees the shared handlers it may run and its own private ones; load errors
+    // of the shared directory are the operator's business (shown on single-tenant workers).
+    let shared = snapshot.handlers.iter().filter(|h| {
+        h.meta
+            .operations
+            .iter()
+            .any(|op| tenant.may_run(&h.meta.name, op))
+    });
+    let handlers: Vec<Value> = shared
+        .map(|h| handler_view(h, false))
+        .chain(
+            private
+                .into_iter()
+                .flat_map(|p| p.handlers.iter().map(|h| handler_view(h, true))),
+        )
         .collect();
-    let errors: Vec<Value> = snapshot
-        .errors
+    let shared_errors = if multi { &[][..] } else { &snapshot.errors[..] };
+    let errors: Vec<Value> = shared_errors
         .iter()
+        .chain(private.into_iter().flat_map(|p| p.errors.iter()))
         .map(|e| {
             json!({
                 "file": e.path.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -554,7 +612,39 @@ async fn handlers(State(state): State<ApiState>) -> Json<Value> {
     }))
 }
 
-async fn capabilities(State(state): State<ApiState>) -> Json<Value> {
+fn handler_view(h: &crate::registry::LoadedHandler, private: bool) -> Value {
+    let (source, path) = match &h.source {
+        crate::registry::HandlerSource::Builtin(name) => ("builtin", name.clone()),
+        crate::registry::HandlerSource::File(p) => (
+            if private { "private" } else { "directory" },
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+    };
+    let loaded_at = h
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| rfc3339(d.as_millis() as i64))
+        .unwrap_or_default();
+    json!({
+        "name": h.meta.name,
+        "version": h.meta.version,
+        "description": h.meta.description,
+        "digest": format!("sha256:{}", h.digest),
+        "operations": h.meta.operations,
+        "payload_schema": h.meta.payload_schema,
+        "source": source,
+        "file": path,
+        "size_bytes": h.size,
+        "loaded_at": loaded_at,
+    })
+}
+
+async fn capabilities(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let service = &state.service;
     let executor = service.executor();
     let config = executor.config();
@@ -563,7 +653,7 @@ async fn capabilities(State(state): State<ApiState>) -> Json<Value> {
         "worker_id": config.worker_id,
         "version": env!("CARGO_PKG_VERSION"),
         "protocol_versions": ["1.0"],
-        "operations": service.registry().snapshot().operations(),
+        "operations": service.operations_for(&caller.0),
         "capabilities": service.capability_names(),
         "features": FEATURES,
         "disk_formats": DISK_FORMATS,

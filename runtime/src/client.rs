@@ -43,6 +43,7 @@ impl std::error::Error for ApiFailure {}
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
@@ -59,7 +60,24 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every request (workers with tenants).
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token.filter(|t| !t.is_empty()).map(str::to_owned);
+        self
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -67,10 +85,14 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), ApiFailure> {
-        let response = request.send().await.map_err(|e| ApiFailure {
-            status: None,
-            message: format!("cannot reach the worker at {}: {e}", self.base),
-        })?;
+        let response = self
+            .authorized(request)
+            .send()
+            .await
+            .map_err(|e| ApiFailure {
+                status: None,
+                message: format!("cannot reach the worker at {}: {e}", self.base),
+            })?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(|e| ApiFailure {
             status: Some(status),
@@ -147,10 +169,12 @@ impl Client {
         id: &str,
         mut on_event: impl FnMut(&str, &Value),
     ) -> Result<(), ApiFailure> {
-        let response = self
+        let request = self
             .http
             .get(self.url(&format!("/jobs/{id}/events")))
-            .header("accept", "text/event-stream")
+            .header("accept", "text/event-stream");
+        let response = self
+            .authorized(request)
             .send()
             .await
             .map_err(|e| ApiFailure {
@@ -356,11 +380,21 @@ pub fn list_table(page: &Value) -> String {
 pub fn result_table(result: &Value) -> String {
     let mut out = fields(result, &["job_id", "status", "attempt", "completed_at"]);
     if let Some(output) = result.get("output") {
-        let _ = writeln!(
-            out,
-            "output:\n{}",
-            serde_json::to_string_pretty(output).unwrap_or_default()
-        );
+        // The built-in reports get tables of their own (see docs/schemas/); anything else
+        // is shown as JSON.
+        if output.get("operating_systems").is_some_and(Value::is_array) {
+            out.push_str(&inspect_table(output));
+        } else if output.get("findings").is_some_and(Value::is_array)
+            && output.get("risk_score").is_some()
+        {
+            out.push_str(&profile_table(output));
+        } else {
+            let _ = writeln!(
+                out,
+                "output:\n{}",
+                serde_json::to_string_pretty(output).unwrap_or_default()
+            );
+        }
     }
     if let Some(e) = result.get("error").filter(|e| !e.is_null()) {
         let _ = writeln!(
@@ -371,6 +405,99 @@ pub fn result_table(result: &Value) -> String {
         );
     }
     out
+}
+
+/// Table form of an `inspect` report: one row per operating system found, then counts.
+pub fn inspect_table(report: &Value) -> String {
+    let systems = report["operating_systems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let count = |os: &Value, key: &str| os[key].as_array().map_or(0, Vec::len).to_string();
+    let rows: Vec<Vec<String>> = systems
+        .iter()
+        .map(|os| {
+            let version = match (os["major_version"].as_u64(), os["minor_version"].as_u64()) {
+                (Some(a), Some(b)) => format!("{a}.{b}"),
+                (Some(a), None) => a.to_string(),
+                _ => "-".into(),
+            };
+            vec![
+                format!(
+                    "{}:{}",
+                    cell(&os["root"]["image"]),
+                    cell(&os["root"]["volume"])
+                ),
+                cell(&os["type"]),
+                cell(&os["distro"]),
+                cell(&os["product_name"]),
+                version,
+                cell(&os["arch"]),
+                cell(&os["hostname"]),
+                count(os, "applications"),
+                count(os, "services"),
+                count(os, "users"),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ROOT", "TYPE", "DISTRO", "PRODUCT", "VERSION", "ARCH", "HOSTNAME", "APPS", "SERVICES",
+            "USERS",
+        ],
+        &rows,
+    );
+    warnings_lines(&mut out, report);
+    out
+}
+
+/// Table form of a `profile` report: summary, risk score, then one row per finding.
+pub fn profile_table(report: &Value) -> String {
+    let s = &report["summary"];
+    let mut out = format!(
+        "risk score:   {} / 100 (critical {}, high {}, medium {}, low {})\n",
+        cell(&report["risk_score"]),
+        cell(&s["critical"]),
+        cell(&s["high"]),
+        cell(&s["medium"]),
+        cell(&s["low"]),
+    );
+    let rows: Vec<Vec<String>> = report["findings"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .map(|f| {
+                    let evidence = f["evidence"]
+                        .as_array()
+                        .and_then(|e| e.first())
+                        .map(|e| match e["line"].as_u64() {
+                            Some(line) => format!("{}:{line}", cell(&e["path"])),
+                            None => cell(&e["path"]),
+                        })
+                        .unwrap_or_default();
+                    vec![
+                        cell(&f["id"]),
+                        cell(&f["severity"]),
+                        cell(&f["title"]),
+                        evidence,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&table(&["ID", "SEVERITY", "FINDING", "EVIDENCE"], &rows));
+    warnings_lines(&mut out, report);
+    out
+}
+
+fn warnings_lines(out: &mut String, report: &Value) {
+    for w in report["warnings"].as_array().into_iter().flatten() {
+        let text = w
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| w.to_string());
+        let _ = writeln!(out, "warning: {text}");
+    }
 }
 
 /// Table form of the handler list.
@@ -422,4 +549,41 @@ pub fn short_form(
         doc["job_id"] = json!(id);
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reports_of_the_builtin_handlers_render_as_tables() {
+        let inspect = json!({"job_id": "j", "status": "succeeded", "output": {
+            "schema_version": 1, "images": [], "warnings": ["dpkg status: truncated"],
+            "operating_systems": [{
+                "root": {"image": "debian.qcow2", "volume": "p2", "subvolume": null},
+                "type": "linux", "distro": "debian", "product_name": "12.15",
+                "major_version": 12, "minor_version": 15, "arch": "x86_64",
+                "hostname": "deb", "applications": [{}, {}], "services": [{}], "users": []
+            }]
+        }});
+        let text = result_table(&inspect);
+        assert!(text.contains("debian.qcow2:p2"), "{text}");
+        assert!(text.contains("12.15") && text.contains("x86_64") && text.contains("deb"));
+        assert!(text.contains("warning: dpkg status: truncated"), "{text}");
+        let profile = json!({"job_id": "j", "status": "succeeded", "output": {
+            "risk_score": 37, "warnings": [],
+            "summary": {"critical": 1, "high": 1, "medium": 0, "low": 1, "total": 3},
+            "findings": [{"id": "SSH-001", "severity": "critical", "title": "root login",
+                          "evidence": [{"path": "/etc/ssh/sshd_config", "line": 12}]}]
+        }});
+        let text = result_table(&profile);
+        assert!(text.contains("risk score:   37 / 100"), "{text}");
+        assert!(
+            text.contains("SSH-001") && text.contains("/etc/ssh/sshd_config:12"),
+            "{text}"
+        );
+        let other = json!({"job_id": "j", "status": "succeeded", "output": {"echo": 1}});
+        assert!(result_table(&other).contains("\"echo\": 1"));
+    }
 }

@@ -8,6 +8,7 @@ use crate::grants::ImagePolicy;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryConfig};
 use crate::service::{JobService, ServiceConfig};
+use crate::tenants::Tenants;
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub struct DaemonConfig {
     pub image_roots: Vec<PathBuf>,
     /// NBD URI prefixes jobs may name as images (none by default).
     pub nbd_allow: Vec<String>,
+    /// Tenants file (TOML); without one the worker is single-tenant and asks for no token.
+    pub tenants_file: Option<PathBuf>,
     /// Compile cache directory.
     pub cache_dir: Option<PathBuf>,
     /// Executor settings (worker id, concurrency, lease, limits).
@@ -55,6 +58,7 @@ impl DaemonConfig {
             handlers_dir: None,
             image_roots: Vec::new(),
             nbd_allow: Vec::new(),
+            tenants_file: None,
             cache_dir: None,
             executor: ExecutorConfig::default(),
             service: ServiceConfig::default(),
@@ -100,11 +104,38 @@ pub async fn run(
         cache_dir: config.cache_dir.clone(),
         ..EngineConfig::default()
     })?;
+    let images = {
+        let mut images = ImagePolicy::new(&config.image_roots)?;
+        images.nbd_allow = config.nbd_allow.clone();
+        images
+    };
+    let tenants = Arc::new(match &config.tenants_file {
+        Some(path) => Tenants::load(path, &config.nbd_allow)?,
+        None => Tenants::single(images.clone()),
+    });
+    if tenants.is_multi() {
+        tracing::info!(
+            tenants = tenants.all().len(),
+            file = %config.tenants_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "multi-tenant: every API request needs a tenant's bearer token"
+        );
+    } else {
+        tracing::warn!(
+            listen = %config.listen,
+            "single-tenant: no tenants file (--tenants), so the API asks for no credentials; \
+             keep it on a loopback or otherwise private address"
+        );
+    }
     let registry = Registry::new(
         sandbox.clone(),
         RegistryConfig {
             dir: Some(handlers_dir.clone()),
             builtins: true,
+            tenants: if tenants.is_multi() {
+                tenants.all().iter().map(|t| t.id.clone()).collect()
+            } else {
+                Vec::new()
+            },
         },
     )
     .await?;
@@ -114,9 +145,8 @@ pub async fn run(
     }
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let mut exec_config = config.executor.clone();
-    exec_config.images = ImagePolicy::new(&config.image_roots)?;
-    exec_config.images.nbd_allow = config.nbd_allow.clone();
-    let images = exec_config.images.clone();
+    exec_config.images = images;
+    exec_config.tenants = tenants.clone();
     let (executor, tasks) = Executor::start(
         store.clone(),
         registry.clone(),
@@ -129,7 +159,7 @@ pub async fn run(
         registry.clone(),
         executor.clone(),
         metrics.clone(),
-        images,
+        tenants.clone(),
         config.service.clone(),
     );
 

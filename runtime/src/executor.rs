@@ -3,10 +3,13 @@
 //!
 //! - Up to `max_concurrent` jobs run at once (a semaphore); claims take as many jobs as
 //!   there are free slots, in one store call.
+//! - One writer task does every write of the hot path: each cycle commits whatever piled up
+//!   since the last one (jobs submitted here, log lines, progress, completions) in one
+//!   transaction, together with a claim for the free slots (group commit). A job submitted
+//!   here is stored and claimed by one commit and completed by the next, which is what lets
+//!   short jobs run thousands per second on SQLite's single writer.
 //! - One heartbeat task renews the leases of every running job and learns of cancel requests
 //!   made on other workers; a cancel made on this worker stops the job at once.
-//! - Completions go through one task that writes whatever has piled up in one transaction
-//!   (group commit), which is what lets short jobs complete thousands per second on SQLite.
 //! - On shutdown, claiming stops, running jobs get a grace period to finish, and the rest
 //!   are released back to the queue without counting the attempt.
 
@@ -14,10 +17,15 @@ use crate::engine::{CancelToken, JobFailure, Sandbox};
 use crate::grants::{self, ImagePolicy};
 use crate::limits::JobLimits;
 use crate::metrics::Metrics;
+use crate::recent::RecentResults;
 use crate::registry::Registry;
+use crate::tenants::Tenants;
 use crate::watchers::{JobWatch, JobWatchers};
 use guestkit_host_api::{DiskCtx, Job as WitJob, LogLevel, Observer};
-use guestkit_store::{Error as StoreError, HeartbeatStatus, Job, JobStore, Lease, Outcome};
+use guestkit_store::{
+    ClaimRequest, Cycle, CycleResult, Error as StoreError, HeartbeatStatus, Job, JobResult,
+    JobStore, Lease, NewJob, Outcome, ProgressUpdate, Submitted,
+};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +34,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// Most jobs one claim or one completion transaction handles.
+/// Most jobs one claim handles.
 const BATCH: usize = 256;
+/// Most messages one write cycle takes.
+const CYCLE_MAX: usize = 1024;
 /// Most log/progress events queued for writing before new ones are dropped.
 const EVENT_QUEUE: usize = 16_384;
 
@@ -45,8 +55,10 @@ pub struct ExecutorConfig {
     pub poll_interval: Duration,
     /// Limits of every job; the wall clock is replaced by the job's own timeout/deadline.
     pub limits: JobLimits,
-    /// Where granted images may live.
+    /// Where granted images may live (single-tenant; tenants have their own roots).
     pub images: ImagePolicy,
+    /// The tenants: their image roots, per-job limits and quotas.
+    pub tenants: Arc<Tenants>,
 }
 
 impl Default for ExecutorConfig {
@@ -58,6 +70,7 @@ impl Default for ExecutorConfig {
             poll_interval: Duration::from_millis(250),
             limits: JobLimits::default(),
             images: ImagePolicy::default(),
+            tenants: Arc::new(Tenants::single(ImagePolicy::default())),
         }
     }
 }
@@ -130,6 +143,22 @@ enum EventMsg {
     },
     /// Answered once every message sent before it is written.
     Flush(oneshot::Sender<()>),
+    /// A job submitted to this worker, to store (and claim, if a slot is free).
+    Submit {
+        job: Box<NewJob>,
+        reply: oneshot::Sender<Result<Submitted, SubmitError>>,
+    },
+}
+
+/// Why a submission was not stored.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The store refused this job (conflict, invalid field).
+    Store(StoreError),
+    /// The store could not be written; nothing of the job was kept.
+    Unavailable(String),
+    /// The worker is shutting down.
+    ShuttingDown,
 }
 
 struct Inner {
@@ -144,6 +173,7 @@ struct Inner {
     active: Mutex<HashMap<String, Arc<Active>>>,
     events: mpsc::Sender<EventMsg>,
     watchers: Arc<JobWatchers>,
+    recent: RecentResults,
 }
 
 /// A running executor. Cheap to clone.
@@ -154,7 +184,6 @@ pub struct Executor {
 
 /// The executor's background tasks; await [`Executor::shutdown`] before dropping.
 pub struct ExecutorTasks {
-    dispatcher: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -181,6 +210,7 @@ impl Executor {
             active: Mutex::new(HashMap::new()),
             events,
             watchers: Arc::default(),
+            recent: RecentResults::default(),
         });
         inner
             .metrics
@@ -188,16 +218,32 @@ impl Executor {
             .with_label_values(&["capacity"])
             .set(i64::from(inner.sandbox.config().pool_slots));
         let tasks = ExecutorTasks {
-            dispatcher: tokio::spawn(dispatch_loop(inner.clone())),
             heartbeat: tokio::spawn(heartbeat_loop(inner.clone())),
             writer: tokio::spawn(write_loop(inner.clone(), event_rx)),
         };
         (Executor { inner }, tasks)
     }
 
-    /// Tells the executor new work may be waiting (called after a local submit).
+    /// Tells the executor new work may be waiting in the store.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// Stores a job submitted to this worker: durable when this returns. The job is
+    /// written by the next write cycle, which also claims it when a slot is free (the
+    /// returned job is then already `running`).
+    pub async fn submit(&self, job: NewJob) -> Result<Submitted, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        let msg = EventMsg::Submit {
+            job: Box::new(job),
+            reply,
+        };
+        self.inner
+            .events
+            .send(msg)
+            .await
+            .map_err(|_| SubmitError::ShuttingDown)?;
+        answer.await.map_err(|_| SubmitError::ShuttingDown)?
     }
 
     /// Stops a job running on this worker after its cancel was recorded in the store.
@@ -221,6 +267,22 @@ impl Executor {
     /// Subscribes to changes of a job run on this worker (state, progress, events).
     pub fn watch(&self, job_id: &str) -> JobWatch {
         self.inner.watchers.watch(job_id)
+    }
+
+    /// A job running on this worker, as it was when claimed, if it belongs to `tenant`
+    /// (any tenant for `None`).
+    pub fn running_job(&self, tenant: Option<&str>, job_id: &str) -> Option<Job> {
+        let map = self.inner.active.lock().ok()?;
+        let job = &map.get(job_id)?.lease.job;
+        match tenant {
+            Some(t) if job.tenant != t => None,
+            _ => Some(job.clone()),
+        }
+    }
+
+    /// Jobs this worker finished recently (answers for waiting clients).
+    pub fn recent(&self) -> &RecentResults {
+        &self.inner.recent
     }
 
     /// Wakes the watchers of a job (used by the API for changes it makes itself).
@@ -254,7 +316,6 @@ impl Executor {
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
         inner.wake.notify_one();
-        let _ = tasks.dispatcher.await;
         let max = inner.config.max_concurrent.max(1) as u32;
         let all_idle = inner.slots.acquire_many(max);
         if tokio::time::timeout(grace, all_idle).await.is_err() {
@@ -287,100 +348,6 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Shortest time between two claims when the previous one drained the queue: jobs that
-/// arrive meanwhile are then claimed together, one transaction for many jobs, instead of
-/// one transaction each.
-const MIN_CLAIM_GAP: Duration = Duration::from_millis(1);
-
-async fn dispatch_loop(inner: Arc<Inner>) {
-    let mut backoff = inner.config.poll_interval;
-    let mut drained_at: Option<Instant> = None;
-    loop {
-        if inner.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        // Wait for at least one free slot.
-        let first = tokio::select! {
-            permit = inner.slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = inner.wake.notified() => continue,
-        };
-        if let Some(at) = drained_at.take() {
-            let since = at.elapsed();
-            if since < MIN_CLAIM_GAP {
-                tokio::time::sleep(MIN_CLAIM_GAP - since).await;
-            }
-        }
-        let free = inner.slots.available_permits() + 1;
-        let operations = inner.registry.snapshot().operation_names();
-        if operations.is_empty() {
-            drop(first);
-            wait_for_work(&inner, inner.config.poll_interval).await;
-            continue;
-        }
-        let claim_started = Instant::now();
-        let claimed = inner
-            .store
-            .claim(
-                &inner.config.worker_id,
-                free.min(BATCH),
-                inner.config.lease,
-                Some(&operations),
-            )
-            .await;
-        tracing::trace!(
-            asked = free.min(BATCH),
-            got = claimed.as_ref().map(|l| l.len()).unwrap_or(0),
-            us = claim_started.elapsed().as_micros() as u64,
-            "claim"
-        );
-        let leases = match claimed {
-            Ok(leases) => {
-                backoff = inner.config.poll_interval;
-                leases
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming jobs failed; retrying");
-                drop(first);
-                wait_for_work(&inner, backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if leases.len() < free.min(BATCH) {
-            drained_at = Some(Instant::now());
-        }
-        if leases.is_empty() {
-            drop(first);
-            wait_for_work(&inner, inner.config.poll_interval).await;
-            continue;
-        }
-        let mut first = Some(first);
-        for lease in leases {
-            let permit = match first.take() {
-                Some(p) => p,
-                // The claim asked for no more than the free slots, and only this loop
-                // takes slots, so this does not wait.
-                None => match inner.slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let inner = inner.clone();
-            tokio::spawn(async move { run_job(&inner, lease, permit).await });
-        }
-    }
-}
-
-async fn wait_for_work(inner: &Inner, timeout: Duration) {
-    tokio::select! {
-        _ = inner.wake.notified() => {}
-        _ = tokio::time::sleep(timeout) => {}
-    }
 }
 
 /// Sends a handler's logs and progress to the event writer.
@@ -416,16 +383,23 @@ impl Observer for JobObserver {
     }
 }
 
-async fn run_job(inner: &Arc<Inner>, lease: Lease, slot: tokio::sync::OwnedSemaphorePermit) {
-    let job_id = lease.job.id.clone();
+/// Registers a claimed job as running here (before anyone hears it was claimed, so a
+/// client asking right after its submit finds it).
+fn activate(inner: &Inner, lease: Lease) -> Arc<Active> {
     let active = Arc::new(Active {
-        lease: lease.clone(),
+        lease,
         cancel: CancelToken::new(),
         reason: Mutex::new(None),
     });
     if let Ok(mut map) = inner.active.lock() {
-        map.insert(job_id.clone(), active.clone());
+        map.insert(active.lease.job.id.clone(), active.clone());
     }
+    active
+}
+
+async fn run_job(inner: &Arc<Inner>, active: Arc<Active>, slot: tokio::sync::OwnedSemaphorePermit) {
+    let lease = active.lease.clone();
+    let job_id = lease.job.id.clone();
     inner.metrics.active_jobs.inc();
     inner.watchers.signal(&job_id);
 
@@ -453,10 +427,11 @@ async fn run_job(inner: &Arc<Inner>, lease: Lease, slot: tokio::sync::OwnedSemap
     };
 
     let stop = active.reason();
-    if let Ok(mut map) = inner.active.lock() {
-        map.remove(&job_id);
-    }
     inner.metrics.active_jobs.dec();
+    let completed = !matches!(
+        stop,
+        Some(StopReason::LeaseLost) | Some(StopReason::Shutdown)
+    );
     match (stop, outcome) {
         (Some(StopReason::LeaseLost), _) => {
             tracing::warn!(parent: &span, "lease lost while running; result discarded");
@@ -484,7 +459,16 @@ async fn run_job(inner: &Arc<Inner>, lease: Lease, slot: tokio::sync::OwnedSemap
             let _ = wait.await;
         }
     }
+    // Known here until its outcome is durable (and kept in `recent`): a client asking in
+    // between is answered from memory, not by the store.
+    if let Ok(mut map) = inner.active.lock() {
+        map.remove(&job_id);
+    }
     drop(slot);
+    if !completed {
+        // The slot came free without a write cycle: let the writer look for work.
+        inner.wake.notify_one();
+    }
 }
 
 /// Runs the attempt and turns what happened into an [`Outcome`].
@@ -504,18 +488,42 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
         let left = Duration::from_millis((deadline - now) as u64);
         limits.wall_clock = limits.wall_clock.min(left);
     }
-    let Some(handler) = inner.registry.snapshot().get(&job.operation).cloned() else {
+    let tenant = inner.config.tenants.get(&job.tenant).cloned();
+    if let Some(t) = &tenant {
+        let q = &t.quotas;
+        if let Some(fuel) = q.fuel {
+            limits.fuel = limits.fuel.min(fuel);
+        }
+        if let Some(memory) = q.memory_bytes {
+            limits.memory_bytes = limits
+                .memory_bytes
+                .min(usize::try_from(memory).unwrap_or(usize::MAX));
+        }
+    }
+    let snapshot = inner.registry.snapshot();
+    let handler = match (&tenant, snapshot.get_for(&job.tenant, &job.operation)) {
+        (Some(t), Some((h, private))) if private || t.may_run(&h.meta.name, &job.operation) => {
+            Some(h.clone())
+        }
+        _ => None,
+    };
+    drop(snapshot);
+    let Some(handler) = handler else {
         return failed(
             "no_handler",
             format!(
-                "no handler serves operation '{}' on this worker",
-                job.operation
+                "no handler serves operation '{}' for tenant '{}' on this worker",
+                job.operation, job.tenant
             ),
             true,
             Value::Null,
         );
     };
-    let images = match grants::prepare(&inner.config.images, &job.images, &inner.metrics).await {
+    let policy = tenant
+        .as_ref()
+        .map(|t| &t.images)
+        .unwrap_or(&inner.config.images);
+    let images = match grants::prepare(policy, &job.images, &inner.metrics).await {
         Ok(images) => images,
         Err(e) => return failed(e.code(), e.to_string(), e.retryable(), Value::Null),
     };
@@ -574,6 +582,23 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
         .fuel_consumed
         .with_label_values(&[&job.operation])
         .inc_by(report.usage.fuel_consumed);
+    let tenant_label = [job.tenant.as_str()];
+    metrics
+        .tenant_fuel
+        .with_label_values(&tenant_label)
+        .inc_by(report.usage.fuel_consumed);
+    metrics
+        .tenant_memory_peak
+        .with_label_values(&tenant_label)
+        .observe(report.usage.peak_memory_bytes as f64);
+    metrics
+        .tenant_wall_seconds
+        .with_label_values(&tenant_label)
+        .inc_by(report.usage.wall_time_us as f64 / 1e6);
+    metrics
+        .tenant_disk_bytes_read
+        .with_label_values(&tenant_label)
+        .inc_by(report.usage.disk_bytes_read);
     metrics
         .memory_peak
         .with_label_values(&[&job.operation])
@@ -591,6 +616,7 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
         "digest": handler.digest,
     });
     usage["worker"] = json!(inner.config.worker_id);
+    usage["tenant"] = json!(job.tenant);
     match report.outcome {
         Ok(output) => Outcome::Succeeded { output, usage },
         Err(JobFailure::TimedOut { limit_ms }) => Outcome::TimedOut {
@@ -679,14 +705,42 @@ async fn write_completions(inner: &Inner, items: Vec<(Lease, Outcome)>) {
         us = started.elapsed().as_micros() as u64,
         "complete batch"
     );
-    for ((lease, _), result) in items.iter().zip(results) {
-        match result {
-            Ok(job) => record_completion(inner, &job),
-            Err(StoreError::LeaseLost { .. }) => {
-                tracing::warn!(job = %lease.job.id, "lease lost before completion; result discarded")
-            }
-            Err(e) => tracing::error!(job = %lease.job.id, error = %e, "completing job failed"),
+    for ((lease, outcome), result) in items.iter().zip(results) {
+        completion_written(inner, lease, outcome, result);
+    }
+}
+
+/// Metrics and watchers for one completion the store answered.
+fn completion_written(
+    inner: &Inner,
+    lease: &Lease,
+    outcome: &Outcome,
+    result: Result<Job, StoreError>,
+) {
+    match result {
+        Ok(job) => {
+            record_completion(inner, &job);
+            let result = match outcome {
+                Outcome::Succeeded { output, usage }
+                    if job.state == guestkit_store::JobState::Succeeded =>
+                {
+                    Some(JobResult {
+                        job_id: job.id.clone(),
+                        output: output.clone(),
+                        usage: usage.clone(),
+                        completed_at: job.finished_at.unwrap_or_else(now_ms),
+                    })
+                }
+                _ => None,
+            };
+            let id = job.id.clone();
+            inner.recent.insert(job, result);
+            inner.watchers.signal(&id);
         }
+        Err(StoreError::LeaseLost { .. }) => {
+            tracing::warn!(job = %lease.job.id, "lease lost before completion; result discarded")
+        }
+        Err(e) => tracing::error!(job = %lease.job.id, error = %e, "completing job failed"),
     }
 }
 
@@ -698,6 +752,11 @@ fn record_completion(inner: &Inner, job: &Job) {
             .jobs_completed
             .with_label_values(&[&job.operation, outcome])
             .inc();
+        inner
+            .metrics
+            .tenant_jobs
+            .with_label_values(&[&job.tenant, outcome])
+            .inc();
         let took = (job.finished_at.unwrap_or_else(now_ms) - job.created_at).max(0);
         inner
             .metrics
@@ -705,71 +764,246 @@ fn record_completion(inner: &Inner, job: &Job) {
             .with_label_values(&[&job.operation, outcome])
             .observe(took as f64 / 1000.0);
     }
-    inner.watchers.signal(&job.id);
 }
 
-/// The one task that writes what jobs report: log lines, progress and completions, in
-/// arrival order and in as few transactions as there are kinds of thing waiting.
+/// The one task that writes to the store for this worker and claims its jobs.
+///
+/// Each cycle takes everything that piled up since the last (submissions, log lines,
+/// progress, completions, in arrival order) and commits it in one transaction, together
+/// with a claim for the free slots when there may be work: jobs were submitted, a wake or
+/// the poll timer said so, or the last claim filled every slot it asked for (more may be
+/// waiting) and completions just freed some. While one cycle commits the next fills up, so
+/// batches grow with the load.
 async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
-    let mut batch = Vec::with_capacity(BATCH * 2);
-    while rx.recv_many(&mut batch, BATCH * 2).await > 0 {
-        let mut logs = Vec::new();
-        let mut progress: Vec<(Box<Lease>, u64, u64, String)> = Vec::new();
-        let mut completions = Vec::new();
-        let mut acks = Vec::new();
-        for msg in batch.drain(..) {
-            match msg {
-                EventMsg::Log {
-                    job_id,
-                    level,
-                    message,
-                } => {
-                    let data = json!({"level": level.to_string(), "message": message});
-                    logs.push((job_id, "log".to_string(), data));
+    let poll = inner.config.poll_interval;
+    let mut batch = Vec::with_capacity(CYCLE_MAX);
+    let mut look = true;
+    let mut backlog = false;
+    let mut backoff = poll;
+    let mut next_poll = tokio::time::Instant::now() + poll;
+    loop {
+        let can_claim =
+            || !inner.stopping.load(Ordering::SeqCst) && inner.slots.available_permits() > 0;
+        if !(look && can_claim()) {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, CYCLE_MAX) => if n == 0 { return },
+                _ = inner.wake.notified() => look = true,
+                _ = tokio::time::sleep_until(next_poll) => {
+                    look = true;
+                    next_poll = tokio::time::Instant::now() + poll;
                 }
-                EventMsg::Progress {
-                    lease,
+            }
+        }
+        while batch.len() < CYCLE_MAX {
+            match rx.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
+            }
+        }
+        let mut pending = Pending::default();
+        for msg in batch.drain(..) {
+            pending.add(msg);
+        }
+        if !pending.cycle.submits.is_empty() {
+            pending.cycle.queue_caps = inner.config.tenants.queue_caps();
+        }
+        let stopping = inner.stopping.load(Ordering::SeqCst);
+        // Slots of jobs completing in this cycle are free again once it commits.
+        let free = if stopping {
+            0
+        } else {
+            inner.slots.available_permits() + pending.cycle.completions.len()
+        };
+        let wanted = look
+            || !pending.cycle.submits.is_empty()
+            || (backlog && !pending.cycle.completions.is_empty());
+        let mut asked = 0;
+        if wanted && free > 0 {
+            let operations = inner.registry.snapshot().operation_names();
+            if !operations.is_empty() {
+                asked = free.min(BATCH);
+                let tenants = &inner.config.tenants;
+                pending.cycle.claim = Some(ClaimRequest {
+                    worker: inner.config.worker_id.clone(),
+                    max: asked,
+                    lease: inner.config.lease,
+                    operations: Some(operations),
+                    tenant_caps: tenants.is_multi().then(|| tenants.concurrency_caps()),
+                });
+            }
+        }
+        if pending.cycle.is_empty() {
+            look = false;
+            pending.ack();
+            continue;
+        }
+        let started = Instant::now();
+        match inner.store.write_cycle(&pending.cycle).await {
+            Ok(result) => {
+                tracing::trace!(
+                    submits = pending.cycle.submits.len(),
+                    events = pending.cycle.events.len(),
+                    completions = pending.cycle.completions.len(),
+                    asked,
+                    claimed = result.claimed.len(),
+                    us = started.elapsed().as_micros() as u64,
+                    "write cycle"
+                );
+                backoff = poll;
+                if pending.cycle.claim.is_some() {
+                    look = false;
+                    backlog = result.claimed.len() == asked;
+                }
+                let claimed = pending.settle(&inner, result);
+                for active in claimed {
+                    // The claim asked for no more than the free slots (counting those of
+                    // the jobs completed by this cycle, whose tasks let go of them now that
+                    // their completion is acknowledged), and only this task takes slots.
+                    let Ok(permit) = inner.slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let inner = inner.clone();
+                    tokio::spawn(async move { run_job(&inner, active, permit).await });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "write cycle failed");
+                pending.fail(&inner, &e).await;
+                look = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One write cycle: what to write, and who waits for it.
+#[derive(Default)]
+struct Pending {
+    cycle: Cycle,
+    submit_replies: Vec<oneshot::Sender<Result<Submitted, SubmitError>>>,
+    acks: Vec<oneshot::Sender<()>>,
+}
+
+impl Pending {
+    /// Answers flushes of a cycle with nothing to write.
+    fn ack(self) {
+        for done in self.acks {
+            let _ = done.send(());
+        }
+    }
+
+    fn add(&mut self, msg: EventMsg) {
+        let cycle = &mut self.cycle;
+        match msg {
+            EventMsg::Log {
+                job_id,
+                level,
+                message,
+            } => {
+                let data = json!({"level": level.to_string(), "message": message});
+                cycle.events.push((job_id, "log".to_string(), data));
+            }
+            EventMsg::Progress {
+                lease,
+                done,
+                total,
+                message,
+            } => {
+                // Only the latest progress of a job matters.
+                cycle.progress.retain(|p| p.lease.job.id != lease.job.id);
+                cycle.progress.push(ProgressUpdate {
+                    lease: *lease,
                     done,
                     total,
-                    message,
-                } => {
-                    // Only the latest progress of a job matters.
-                    progress.retain(|(l, ..)| l.job.id != lease.job.id);
-                    progress.push((lease, done, total, message));
-                }
-                EventMsg::Complete {
-                    lease,
-                    outcome,
-                    done,
-                } => {
-                    completions.push((*lease, outcome));
-                    acks.push(done);
-                }
-                EventMsg::Flush(done) => acks.push(done),
+                    message: (!message.is_empty()).then_some(message),
+                });
+            }
+            EventMsg::Complete {
+                lease,
+                outcome,
+                done,
+            } => {
+                cycle.completions.push((*lease, outcome));
+                self.acks.push(done);
+            }
+            EventMsg::Flush(done) => self.acks.push(done),
+            EventMsg::Submit { job, reply } => {
+                cycle.submits.push(*job);
+                self.submit_replies.push(reply);
             }
         }
-        let mut touched: Vec<String> = logs.iter().map(|(id, ..)| id.clone()).collect();
-        if !logs.is_empty() {
-            let count = logs.len();
-            if let Err(e) = inner.store.append_events(logs).await {
-                tracing::warn!(error = %e, lines = count, "writing log events failed");
-            }
+    }
+
+    /// Answers everyone waiting on a committed cycle; returns the claimed jobs, registered
+    /// as running here.
+    fn settle(self, inner: &Inner, result: CycleResult) -> Vec<Arc<Active>> {
+        let Pending {
+            cycle,
+            submit_replies,
+            acks,
+        } = self;
+        let claimed: Vec<Arc<Active>> = result
+            .claimed
+            .into_iter()
+            .map(|lease| activate(inner, lease))
+            .collect();
+        let running: HashMap<&str, &Lease> = claimed
+            .iter()
+            .map(|a| (a.lease.job.id.as_str(), &a.lease))
+            .collect();
+        for (reply, submitted) in submit_replies.into_iter().zip(result.submitted) {
+            let answer = submitted.map_err(SubmitError::Store).map(|mut s| {
+                // Claimed by the same commit: answer with the job as it is now.
+                if let Some(lease) = running.get(s.job.id.as_str()) {
+                    s.job = lease.job.clone();
+                }
+                s
+            });
+            let _ = reply.send(answer);
         }
-        for (lease, done, total, message) in progress {
-            let message = (!message.is_empty()).then_some(message.as_str());
-            match inner.store.set_progress(&lease, done, total, message).await {
-                Ok(()) => touched.push(lease.job.id.clone()),
-                Err(e) => tracing::debug!(job = %lease.job.id, error = %e, "progress not recorded"),
+        let mut touched: Vec<&str> = cycle.events.iter().map(|(id, ..)| id.as_str()).collect();
+        for (update, done) in cycle.progress.iter().zip(&result.progress) {
+            match done {
+                Ok(()) => touched.push(&update.lease.job.id),
+                Err(e) => {
+                    tracing::debug!(job = %update.lease.job.id, error = %e, "progress not recorded")
+                }
             }
         }
         touched.sort_unstable();
         touched.dedup();
         for id in touched {
-            inner.watchers.signal(&id);
+            inner.watchers.signal(id);
         }
-        if !completions.is_empty() {
-            write_completions(&inner, completions).await;
-            inner.wake.notify_one();
+        for ((lease, outcome), completed) in cycle.completions.iter().zip(result.completed) {
+            completion_written(inner, lease, outcome, completed);
+        }
+        for done in acks {
+            let _ = done.send(());
+        }
+        claimed
+    }
+
+    /// A cycle failed as a whole: submitters get the error; completions and log lines are
+    /// written on their own, completions retried until they are in.
+    async fn fail(self, inner: &Inner, error: &StoreError) {
+        let Pending {
+            cycle,
+            submit_replies,
+            acks,
+        } = self;
+        for reply in submit_replies {
+            let _ = reply.send(Err(SubmitError::Unavailable(error.to_string())));
+        }
+        if !cycle.events.is_empty() {
+            let count = cycle.events.len();
+            if let Err(e) = inner.store.append_events(cycle.events).await {
+                tracing::warn!(error = %e, lines = count, "writing log events failed");
+            }
+        }
+        if !cycle.completions.is_empty() {
+            write_completions(inner, cycle.completions).await;
         }
         for done in acks {
             let _ = done.send(());

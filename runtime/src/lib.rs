@@ -8,10 +8,14 @@
 //! - [`executor`]: claims jobs from the store under leases and runs them;
 //! - [`grants`]: which images a job may read, checked at submission and at run time;
 //! - [`service`]: admission and submission of jobs (validation, backpressure, group commit);
+//! - [`recent`]: recently finished jobs, so a waiting client needs no store read;
 //! - [`api`]: the HTTP API; [`metrics`]: Prometheus metrics;
-//! - [`daemon`]: wires all of it together; [`client`]: the CLI's HTTP client.
+//! - [`tenants`]: tenants, their tokens, image roots, handlers and quotas;
+//! - [`daemon`]: wires all of it together; [`client`]: the CLI's HTTP client;
+//! - [`authoring`]: `handler new` and `handler check`, for handler authors.
 
 pub mod api;
+pub mod authoring;
 pub mod builtin;
 pub mod client;
 pub mod daemon;
@@ -21,8 +25,10 @@ pub mod grants;
 pub mod limits;
 pub mod local;
 pub mod metrics;
+pub mod recent;
 pub mod registry;
 pub mod service;
+pub mod tenants;
 pub mod watchers;
 
 pub use engine::{CancelToken, EngineConfig, JobFailure, RunReport, Sandbox, Usage};

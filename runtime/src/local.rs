@@ -131,6 +131,7 @@ pub async fn run(
                 RegistryConfig {
                     dir: job.handlers_dir.clone(),
                     builtins: true,
+                    tenants: Vec::new(),
                 },
             )
             .await?;

@@ -63,6 +63,18 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// Handler load errors in the handlers directory right now.
     pub handler_load_errors: IntGauge,
+    /// Finished attempts, by tenant and outcome.
+    pub tenant_jobs: IntCounterVec,
+    /// Fuel burnt, by tenant.
+    pub tenant_fuel: IntCounterVec,
+    /// Peak linear memory of a job, by tenant.
+    pub tenant_memory_peak: HistogramVec,
+    /// Wall time inside the sandbox, by tenant.
+    pub tenant_wall_seconds: prometheus::CounterVec,
+    /// Bytes read from granted images, by tenant.
+    pub tenant_disk_bytes_read: IntCounterVec,
+    /// Requests refused for a missing or unknown token.
+    pub auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -168,6 +180,40 @@ impl Metrics {
             "Files in the handlers directory that failed to load.",
         )?;
         registry.register(Box::new(handler_load_errors.clone()))?;
+        let tenant_jobs = counter(
+            "guestkit_tenant_jobs_total",
+            "Finished attempts, by tenant and outcome.",
+            &["tenant", "outcome"],
+        )?;
+        let tenant_fuel = counter(
+            "guestkit_tenant_fuel_consumed_total",
+            "Fuel burnt by handler runs, by tenant.",
+            &["tenant"],
+        )?;
+        let tenant_memory_peak = histogram(
+            "guestkit_tenant_memory_peak_bytes",
+            "Peak linear memory of handler runs, by tenant.",
+            &["tenant"],
+            MEMORY_BUCKETS,
+        )?;
+        let tenant_wall_seconds = prometheus::CounterVec::new(
+            Opts::new(
+                "guestkit_tenant_wall_seconds_total",
+                "Wall time of handler runs, by tenant.",
+            ),
+            &["tenant"],
+        )?;
+        registry.register(Box::new(tenant_wall_seconds.clone()))?;
+        let tenant_disk_bytes_read = counter(
+            "guestkit_tenant_disk_bytes_read_total",
+            "Bytes read from granted disk images by jobs, by tenant.",
+            &["tenant"],
+        )?;
+        let auth_failures = counter(
+            "guestkit_auth_failures_total",
+            "API requests refused for a missing, malformed or unknown token.",
+            &["reason"],
+        )?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -191,6 +237,12 @@ impl Metrics {
             start_time,
             http_requests,
             handler_load_errors,
+            tenant_jobs,
+            tenant_fuel,
+            tenant_memory_peak,
+            tenant_wall_seconds,
+            tenant_disk_bytes_read,
+            auth_failures,
         })
     }
 

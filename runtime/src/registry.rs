@@ -109,18 +109,49 @@ pub struct Snapshot {
     /// Files that failed to load, and why.
     pub errors: Vec<LoadError>,
     by_operation: HashMap<String, Arc<LoadedHandler>>,
+    /// Tenant-private handlers (`HANDLERS_DIR/<tenant>/*.wasm`), by tenant.
+    pub private: HashMap<String, PrivateHandlers>,
+}
+
+/// The handlers only one tenant sees; they take precedence over shared ones for it.
+#[derive(Debug, Default)]
+pub struct PrivateHandlers {
+    /// Serving handlers, by file name.
+    pub handlers: Vec<Arc<LoadedHandler>>,
+    /// Files that failed to load, and why.
+    pub errors: Vec<LoadError>,
+    by_operation: HashMap<String, Arc<LoadedHandler>>,
 }
 
 impl Snapshot {
-    /// The handler serving `operation`.
+    /// The shared handler serving `operation`.
     pub fn get(&self, operation: &str) -> Option<&Arc<LoadedHandler>> {
         self.by_operation.get(operation)
     }
 
-    /// All served operations, sorted.
+    /// The handler serving `operation` for `tenant`: its private one, else the shared one.
+    /// The flag says whether it is private.
+    pub fn get_for(&self, tenant: &str, operation: &str) -> Option<(&Arc<LoadedHandler>, bool)> {
+        if let Some(h) = self
+            .private
+            .get(tenant)
+            .and_then(|p| p.by_operation.get(operation))
+        {
+            return Some((h, true));
+        }
+        self.by_operation.get(operation).map(|h| (h, false))
+    }
+
+    /// All served operations (shared and private), sorted.
     pub fn operations(&self) -> Vec<&str> {
-        let mut ops: Vec<&str> = self.by_operation.keys().map(String::as_str).collect();
+        let mut ops: Vec<&str> = self
+            .by_operation
+            .keys()
+            .chain(self.private.values().flat_map(|p| p.by_operation.keys()))
+            .map(String::as_str)
+            .collect();
         ops.sort_unstable();
+        ops.dedup();
         ops
     }
 
@@ -167,12 +198,15 @@ pub struct RegistryConfig {
     pub dir: Option<PathBuf>,
     /// Whether the built-in handlers serve operations no directory handler claims.
     pub builtins: bool,
+    /// Tenants whose private subdirectory (`dir/<tenant>/`) is loaded for them alone.
+    pub tenants: Vec<String>,
 }
 
 /// The handler registry.
 pub struct Registry {
     sandbox: Arc<Sandbox>,
     dir: Option<PathBuf>,
+    tenants: Vec<String>,
     builtins: Vec<Arc<LoadedHandler>>,
     builtin_errors: Vec<LoadError>,
     current: RwLock<Arc<Snapshot>>,
@@ -207,6 +241,7 @@ impl Registry {
         let registry = Arc::new(Registry {
             sandbox,
             dir: config.dir,
+            tenants: config.tenants,
             builtins,
             builtin_errors,
             current: RwLock::new(Arc::new(Snapshot::default())),
@@ -247,7 +282,16 @@ impl Registry {
     pub async fn rescan(&self) -> Result<()> {
         let mut files = self.files.lock().await;
         let listing = match &self.dir {
-            Some(dir) => list_wasm_files(dir)?,
+            Some(dir) => {
+                let mut listing = list_wasm_files(dir)?;
+                for tenant in &self.tenants {
+                    let private = dir.join(tenant);
+                    if private.is_dir() {
+                        listing.extend(list_wasm_files(&private)?);
+                    }
+                }
+                listing
+            }
             None => Vec::new(),
         };
         let by_digest: HashMap<String, Arc<LoadedHandler>> = files
@@ -272,7 +316,8 @@ impl Registry {
         }
         for path in files.keys() {
             if !next.contains_key(path) {
-                tracing::info!(path = %path.display(), "handler removed");
+                tracing::info!(target: "audit", event = "handler_unload",
+                    path = %path.display(), "handler removed");
             }
         }
         *files = next;
@@ -320,6 +365,8 @@ impl Registry {
                     "loaded"
                 };
                 tracing::info!(
+                    target: "audit",
+                    event = "handler_load",
                     path = %path.display(),
                     name = %handler.meta.name,
                     version = %handler.meta.version,
@@ -342,7 +389,8 @@ impl Registry {
                         prev.digest
                     ));
                 }
-                tracing::error!(path = %path.display(), error = %error, "handler failed to load");
+                tracing::error!(target: "audit", event = "handler_load_failed",
+                    path = %path.display(), error = %error, "handler failed to load");
                 FileState {
                     stamp,
                     digest,
@@ -360,6 +408,38 @@ impl Registry {
         snapshot.errors.extend(self.builtin_errors.iter().cloned());
         for path in paths {
             let file = &files[path];
+            if let Some(tenant) = self.private_owner(path) {
+                let private = snapshot.private.entry(tenant.to_string()).or_default();
+                if let Some(error) = &file.error {
+                    private.errors.push(LoadError {
+                        path: path.clone(),
+                        digest: file.digest.clone(),
+                        error: error.clone(),
+                    });
+                }
+                if let Some(handler) = &file.loaded {
+                    if let Some(op) = handler
+                        .meta
+                        .operations
+                        .iter()
+                        .find(|op| private.by_operation.contains_key(*op))
+                    {
+                        private.errors.push(LoadError {
+                            path: path.clone(),
+                            digest: Some(handler.digest.clone()),
+                            error: format!(
+                                "operation '{op}' is already served by another private handler"
+                            ),
+                        });
+                        continue;
+                    }
+                    for op in &handler.meta.operations {
+                        private.by_operation.insert(op.clone(), handler.clone());
+                    }
+                    private.handlers.push(handler.clone());
+                }
+                continue;
+            }
             if let Some(error) = &file.error {
                 snapshot.errors.push(LoadError {
                     path: path.clone(),
@@ -417,6 +497,17 @@ impl Registry {
         self.generation.send_replace(generation);
     }
 
+    /// The tenant whose private directory holds `path`, if any.
+    fn private_owner(&self, path: &Path) -> Option<&str> {
+        let dir = self.dir.as_ref()?;
+        let parent = path.parent()?;
+        if parent == dir {
+            return None;
+        }
+        let name = parent.strip_prefix(dir).ok()?.to_str()?;
+        self.tenants.iter().find(|t| *t == name).map(String::as_str)
+    }
+
     /// Watches the handlers directory and rescans on every change (debounced), and every
     /// `poll` as a fallback for filesystems without change notifications. Stops when the
     /// returned guard is dropped. Must be called inside a tokio runtime.
@@ -434,7 +525,7 @@ impl Registry {
             })
             .context("creating the handlers directory watcher")?;
         watcher
-            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .watch(&dir, notify::RecursiveMode::Recursive)
             .with_context(|| format!("watching {}", dir.display()))?;
         let registry = Arc::downgrade(self);
         let task = tokio::spawn(async move {

@@ -1,20 +1,17 @@
 //! The job service behind the HTTP API: validation, admission, submission (group commit),
 //! and the views the API returns. Transport-free, so the API layer stays thin.
 
-use crate::executor::{Executor, now_ms};
-use crate::grants::{self, ImagePolicy};
+use crate::executor::{Executor, SubmitError, now_ms};
+use crate::grants;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::tenants::{Tenant, Tenants};
 use guestkit_protocol::{self as protocol, Context, JobSpec};
 use guestkit_store::{Error as StoreError, Job, JobState, JobStore, NewJob, Submitted};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
-
-/// Most jobs one submit transaction carries.
-const SUBMIT_BATCH: usize = 256;
 
 /// Disk image formats the host reads.
 pub const DISK_FORMATS: &[&str] = &["raw", "qcow2", "vmdk", "vdi", "vhdx", "vhd"];
@@ -112,6 +109,9 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Invalid { field, message } => ApiError::field(field, message),
             e @ StoreError::LeaseLost { .. } => ApiError::new(409, "conflict", e.to_string()),
+            e @ StoreError::QuotaExceeded { .. } => {
+                ApiError::new(429, "quota_exceeded", e.to_string())
+            }
             e @ StoreError::Db { .. } => {
                 tracing::error!(error = %e, "store error");
                 ApiError::new(503, "store_unavailable", "the job store is unavailable")
@@ -120,42 +120,36 @@ impl From<StoreError> for ApiError {
     }
 }
 
-type SubmitReply = oneshot::Sender<Result<Submitted, StoreError>>;
-
 /// The job service: one per worker process.
 pub struct JobService {
     store: Arc<dyn JobStore>,
     registry: Arc<Registry>,
     executor: Executor,
     metrics: Arc<Metrics>,
-    images: ImagePolicy,
+    tenants: Arc<Tenants>,
     config: ServiceConfig,
-    submitter: mpsc::Sender<(NewJob, SubmitReply)>,
     queued: AtomicI64,
 }
 
 impl JobService {
-    /// Starts the submit batcher and the queue sampler.
+    /// Starts the queue sampler.
     pub fn start(
         store: Arc<dyn JobStore>,
         registry: Arc<Registry>,
         executor: Executor,
         metrics: Arc<Metrics>,
-        images: ImagePolicy,
+        tenants: Arc<Tenants>,
         config: ServiceConfig,
     ) -> Arc<JobService> {
-        let (submitter, rx) = mpsc::channel(16_384);
         let service = Arc::new(JobService {
             store,
             registry,
             executor,
             metrics,
-            images,
+            tenants,
             config,
-            submitter,
             queued: AtomicI64::new(0),
         });
-        tokio::spawn(submit_loop(service.store.clone(), rx));
         tokio::spawn(sample_loop(Arc::downgrade(&service)));
         service
     }
@@ -187,15 +181,24 @@ impl JobService {
         caps
     }
 
-    fn context(&self) -> Context {
+    /// The tenants of this worker.
+    pub fn tenants(&self) -> &Arc<Tenants> {
+        &self.tenants
+    }
+
+    fn context(&self, tenant: &Tenant) -> Context {
+        let max_timeout = match tenant.quotas.timeout {
+            Some(t) => t.min(self.config.max_timeout),
+            None => self.config.max_timeout,
+        };
         Context {
             now_ms: now_ms(),
             worker_version: env!("CARGO_PKG_VERSION").into(),
             worker_pool: self.config.worker_pool.clone(),
             capabilities: self.capability_names(),
             features: FEATURES.iter().map(|f| f.to_string()).collect(),
-            default_timeout: self.config.default_timeout,
-            max_timeout: self.config.max_timeout,
+            default_timeout: self.config.default_timeout.min(max_timeout),
+            max_timeout,
             max_attempts_cap: self.config.max_attempts_cap,
         }
     }
@@ -204,7 +207,7 @@ impl JobService {
     pub fn admit(
         &self,
         body: &[u8],
-        tenant: &str,
+        tenant: &Tenant,
         remote: Option<&str>,
     ) -> Result<NewJob, ApiError> {
         // Not JSON at all (or with duplicate keys) is a malformed request (400); JSON that
@@ -215,10 +218,10 @@ impl JobService {
             field: Some(e.field),
             message: e.message,
         })?;
-        let spec = protocol::validate(doc, &self.context())
+        let spec = protocol::validate(doc, &self.context(tenant))
             .map_err(|e| ApiError::field(e.field, e.message))?;
-        if self.registry.get(&spec.operation).is_none() {
-            let served = self.registry.snapshot().operations().join(", ");
+        if self.handler_for(tenant, &spec.operation).is_none() {
+            let served = self.operations_for(tenant).join(", ");
             return Err(ApiError::field(
                 "operation",
                 format!(
@@ -227,9 +230,39 @@ impl JobService {
                 ),
             ));
         }
-        let grants = grants::resolve(&self.images, &spec.images, spec.max_disk_bytes)
+        let max_disk = match (spec.max_disk_bytes, tenant.quotas.max_image_bytes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let grants = grants::resolve(&tenant.images, &spec.images, max_disk)
             .map_err(|r| ApiError::field(r.field, r.message))?;
-        Ok(new_job(spec, grants, tenant, remote))
+        Ok(new_job(spec, grants, &tenant.id, remote))
+    }
+
+    /// The handler serving `operation` for `tenant`, if the tenant may run it.
+    pub fn handler_for(
+        &self,
+        tenant: &Tenant,
+        operation: &str,
+    ) -> Option<Arc<crate::registry::LoadedHandler>> {
+        let snapshot = self.registry.snapshot();
+        let (handler, private) = snapshot.get_for(&tenant.id, operation)?;
+        (private || tenant.may_run(&handler.meta.name, operation)).then(|| handler.clone())
+    }
+
+    /// Operations `tenant` may run, sorted.
+    pub fn operations_for(&self, tenant: &Tenant) -> Vec<String> {
+        let snapshot = self.registry.snapshot();
+        snapshot
+            .operations()
+            .into_iter()
+            .filter(|op| {
+                snapshot
+                    .get_for(&tenant.id, op)
+                    .is_some_and(|(h, private)| private || tenant.may_run(&h.meta.name, op))
+            })
+            .map(String::from)
+            .collect()
     }
 
     /// Admits and stores a job. `Ok((job, true))` when created, `(existing, false)` when the
@@ -237,7 +270,7 @@ impl JobService {
     pub async fn submit(
         &self,
         body: &[u8],
-        tenant: &str,
+        tenant: &Tenant,
         remote: Option<&str>,
     ) -> Result<Submitted, ApiError> {
         let job = self.admit(body, tenant, remote)?;
@@ -252,21 +285,27 @@ impl JobService {
             ));
         }
         let operation = job.operation.clone();
-        let (tx, rx) = oneshot::channel();
-        self.submitter
-            .send((job, tx))
-            .await
-            .map_err(|_| ApiError::new(503, "shutting_down", "the worker is shutting down"))?;
-        let submitted = rx
-            .await
-            .map_err(|_| ApiError::new(503, "shutting_down", "the worker is shutting down"))??;
+        let submitted = self.executor.submit(job).await.map_err(|e| match e {
+            SubmitError::Store(StoreError::QuotaExceeded { limit, .. }) => ApiError::new(
+                429,
+                "quota_exceeded",
+                format!("this tenant already has {limit} jobs queued, its quota; retry later"),
+            ),
+            SubmitError::Store(e) => ApiError::from(e),
+            SubmitError::Unavailable(message) => {
+                tracing::error!(error = %message, "storing a submitted job failed");
+                ApiError::new(503, "store_unavailable", "the job store is unavailable")
+            }
+            SubmitError::ShuttingDown => {
+                ApiError::new(503, "shutting_down", "the worker is shutting down")
+            }
+        })?;
         if submitted.created {
             self.queued.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .jobs_submitted
                 .with_label_values(&[&operation])
                 .inc();
-            self.executor.wake();
         }
         Ok(submitted)
     }
@@ -289,9 +328,17 @@ impl JobService {
         let mut watch = self.executor.watch(id);
         let until = tokio::time::Instant::now() + wait;
         loop {
-            let job = self.job(tenant, id).await?;
-            if job.state.is_terminal() || tokio::time::Instant::now() >= until {
-                return Ok(job);
+            if let Some(finished) = self.executor.recent().get(tenant, id) {
+                return Ok(finished.job.clone());
+            }
+            let now = tokio::time::Instant::now();
+            // A job running here needs no store read until it ends (or the wait does).
+            let running_here = now < until && self.executor.running_job(tenant, id).is_some();
+            if !running_here {
+                let job = self.job(tenant, id).await?;
+                if job.state.is_terminal() || now >= until {
+                    return Ok(job);
+                }
             }
             // The watch covers jobs run here; the timer covers jobs run by other workers.
             let wake = (tokio::time::Instant::now() + Duration::from_millis(500)).min(until);
@@ -340,38 +387,6 @@ fn new_job(
         idempotency_key: spec.idempotency_key,
         cancellable: spec.cancellable,
         document,
-    }
-}
-
-async fn submit_loop(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<(NewJob, SubmitReply)>) {
-    let mut batch = Vec::with_capacity(SUBMIT_BATCH);
-    while rx.recv_many(&mut batch, SUBMIT_BATCH).await > 0 {
-        let (jobs, replies): (Vec<NewJob>, Vec<SubmitReply>) = batch.drain(..).unzip();
-        let started = std::time::Instant::now();
-        let count = jobs.len();
-        let stored = store.submit_batch(jobs).await;
-        tracing::trace!(
-            jobs = count,
-            us = started.elapsed().as_micros() as u64,
-            "submit batch"
-        );
-        match stored {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storing submitted jobs failed");
-                let message = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Invalid {
-                        field: "store",
-                        message: message.clone(),
-                    }));
-                }
-            }
-        }
     }
 }
 

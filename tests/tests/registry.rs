@@ -27,6 +27,7 @@ async fn registry(dir: &Path) -> Arc<Registry> {
         RegistryConfig {
             dir: Some(dir.to_path_buf()),
             builtins: true,
+            tenants: Vec::new(),
         },
     )
     .await

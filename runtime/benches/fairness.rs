@@ -1,0 +1,195 @@
+//! Fairness between tenants: the submit-to-result latency of a quiet tenant's echo jobs,
+//! first on an idle worker, then while another tenant floods the queue (`GK_BENCH_FLOOD`
+//! concurrent clients, default 64, each submitting echo jobs back to back and never
+//! waiting for results, so the flooder always has a deep queue). Target: the quiet tenant's
+//! p50 under flood stays within 2x of its unloaded p50.
+//!
+//! Run: `cargo bench -p guestkit-worker --bench fairness`
+
+use guestkit_worker::daemon::{self, DaemonConfig};
+use guestkit_worker::tenants::hash_token;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let samples = env_usize("GK_BENCH_SAMPLES", if quick { 20 } else { 300 });
+    let flood = env_usize("GK_BENCH_FLOOD", if quick { 8 } else { 64 });
+    let data = tempfile::tempdir().expect("tempdir");
+    let tenants = data.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        format!(
+            "[[tenants]]\nid = \"flood\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n\
+             [tenants.quotas]\nmax_queued = 5000\n\n\
+             [[tenants]]\nid = \"quiet\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n",
+            hash_token("flood-token"),
+            hash_token("quiet-token")
+        ),
+    )
+    .expect("tenants file");
+    let mut config = DaemonConfig::new(data.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().expect("literal address");
+    config.metrics_listen = None;
+    config.tenants_file = Some(tenants);
+    config.executor.max_concurrent = env_usize("GK_BENCH_CONCURRENT", 4);
+    config.service.max_queued = 1_000_000;
+    config.cache_dir = Some(std::env::temp_dir().join("guestkit-bench-cache"));
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let server = server_rt.spawn(async move {
+        daemon::run(
+            config,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |api, _| {
+                let _ = addr_tx.send(api);
+            },
+        )
+        .await
+    });
+    let api = addr_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("worker ready");
+    let base = format!("http://{api}/api/v1");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    client_rt.block_on(async move {
+        let http = reqwest::Client::new();
+        for _ in 0..10 {
+            quiet_job(&http, &base).await;
+        }
+        let idle = measure(&http, &base, samples).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flooded = Arc::new(AtomicUsize::new(0));
+        let mut flooders = Vec::new();
+        for _ in 0..flood {
+            let (http, base, stop, flooded) =
+                (http.clone(), base.clone(), stop.clone(), flooded.clone());
+            flooders.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = http
+                        .post(format!("{base}/jobs"))
+                        .bearer_auth("flood-token")
+                        .json(&json!({"operation": "echo", "payload": {"flood": true}}))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().as_u16() == 201 => {
+                            flooded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Queue quota reached: the flooder backs off a little.
+                        _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+            }));
+        }
+        // Let the flood build a queue first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let queued_before = queued(&http, &base).await;
+        let loaded = measure(&http, &base, samples).await;
+        let queued_after = queued(&http, &base).await;
+        stop.store(true, Ordering::Relaxed);
+        for f in flooders {
+            let _ = f.await;
+        }
+        let p50 = |v: &[Duration]| percentile(v, 0.5).as_secs_f64() * 1e3;
+        let p99 = |v: &[Duration]| percentile(v, 0.99).as_secs_f64() * 1e3;
+        println!(
+            "quiet tenant, idle worker:   p50 {:.2} ms, p99 {:.2} ms ({samples} jobs)",
+            p50(&idle),
+            p99(&idle)
+        );
+        println!(
+            "quiet tenant, under flood:   p50 {:.2} ms, p99 {:.2} ms (flooder: {flood} clients, \
+             {} jobs submitted, {queued_before}..{queued_after} of its jobs queued)",
+            p50(&loaded),
+            p99(&loaded),
+            flooded.load(Ordering::Relaxed)
+        );
+        println!(
+            "ratio p50 loaded/idle: {:.2} (target <= 2.0)",
+            p50(&loaded) / p50(&idle).max(1e-9)
+        );
+    });
+    let _ = stop_tx.send(());
+    let _ = server_rt.block_on(server);
+}
+
+async fn measure(http: &reqwest::Client, base: &str, n: usize) -> Vec<Duration> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(quiet_job(http, base).await);
+    }
+    v.sort();
+    v
+}
+
+/// One echo job of the quiet tenant, submit to result.
+async fn quiet_job(http: &reqwest::Client, base: &str) -> Duration {
+    let started = Instant::now();
+    let job: serde_json::Value = http
+        .post(format!("{base}/jobs"))
+        .bearer_auth("quiet-token")
+        .json(&json!({"operation": "echo", "payload": {"quiet": true}}))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("submit answer");
+    let id = job["id"].as_str().expect("job id");
+    loop {
+        let r = http
+            .get(format!("{base}/jobs/{id}/result?wait=30"))
+            .bearer_auth("quiet-token")
+            .send()
+            .await
+            .expect("result");
+        if r.status().as_u16() == 200 {
+            return started.elapsed();
+        }
+    }
+}
+
+/// Jobs the flooding tenant has queued (first page only, up to 1000).
+async fn queued(http: &reqwest::Client, base: &str) -> usize {
+    let page: serde_json::Value = http
+        .get(format!("{base}/jobs?status=queued&limit=1000"))
+        .bearer_auth("flood-token")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("list body");
+    page["jobs"].as_array().map(Vec::len).unwrap_or(0)
+}

@@ -1,0 +1,442 @@
+//! Tenants: who may call the API, what each may run and read, and under which quotas.
+//!
+//! Without a tenants file the worker serves one implicit tenant (`default`) and asks for no
+//! credentials; it then listens on 127.0.0.1 only. With one (`--tenants FILE`, TOML), every
+//! API request must carry `Authorization: Bearer TOKEN` of a listed tenant, and a tenant
+//! sees only its own jobs, handlers and images.
+//!
+//! ```toml
+//! [[tenants]]
+//! id = "acme"
+//! # sha256 of each API token (hex, optionally prefixed "sha256:"); make one with
+//! # `guestkit-worker tenant hash-token` (reads the token on stdin). Tokens are never stored.
+//! token_hashes = ["sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"]
+//! # Handler names or operations this tenant may run ("*": every shared handler). Handlers
+//! # in the tenant's private directory (HANDLERS_DIR/acme/) are always allowed.
+//! handlers = ["guestkit.echo", "inspect"]
+//! # Directories whose image files this tenant's jobs may be granted.
+//! image_roots = ["/srv/images/acme"]
+//!
+//! [tenants.quotas]
+//! max_concurrent = 4        # jobs running at once, across all workers
+//! max_queued = 1000         # jobs waiting; more submissions get 429
+//! fuel = 20_000_000_000     # per job
+//! memory_mib = 512          # per job
+//! timeout_seconds = 600     # longest timeout a job may ask for
+//! max_image_gib = 64        # largest image (virtual size) a job may be granted
+//! ```
+
+use crate::grants::ImagePolicy;
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// Id of the implicit tenant of a single-tenant worker.
+pub const DEFAULT_TENANT: &str = "default";
+/// Longest tenant id.
+const MAX_ID: usize = 64;
+
+/// Per-tenant limits; `None` leaves the worker-wide setting in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quotas {
+    /// Jobs of the tenant running at once, across every worker on the store.
+    pub max_concurrent: Option<u32>,
+    /// Jobs of the tenant queued at once; more submissions get 429.
+    pub max_queued: Option<u64>,
+    /// Fuel per job.
+    pub fuel: Option<u64>,
+    /// Linear memory per job, bytes.
+    pub memory_bytes: Option<u64>,
+    /// Longest timeout a job may ask for.
+    pub timeout: Option<Duration>,
+    /// Largest virtual size of an image a job may be granted, bytes.
+    pub max_image_bytes: Option<u64>,
+}
+
+/// One tenant.
+#[derive(Debug)]
+pub struct Tenant {
+    /// Tenant id (also the name of its private handlers directory).
+    pub id: String,
+    /// Handler names or operations it may run; `None` = every shared handler.
+    handlers: Option<Vec<String>>,
+    /// Where its images may live.
+    pub images: ImagePolicy,
+    /// Its limits.
+    pub quotas: Quotas,
+}
+
+impl Tenant {
+    /// Whether this tenant may run the shared handler `name` serving `operation`.
+    pub fn may_run(&self, name: &str, operation: &str) -> bool {
+        match &self.handlers {
+            None => true,
+            Some(list) => list.iter().any(|h| h == name || h == operation),
+        }
+    }
+}
+
+/// The tenants of a worker.
+#[derive(Debug)]
+pub struct Tenants {
+    by_id: HashMap<String, Arc<Tenant>>,
+    /// Every (token hash, tenant) pair, scanned in full on each check.
+    tokens: Vec<([u8; 32], Arc<Tenant>)>,
+    multi: bool,
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    Missing,
+    /// Not a `Bearer` credential.
+    Malformed,
+    /// No tenant has this token.
+    Unknown,
+}
+
+impl AuthError {
+    /// A short reason for logs and error bodies.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing Authorization header",
+            AuthError::Malformed => "Authorization is not a Bearer token",
+            AuthError::Unknown => "unknown token",
+        }
+    }
+}
+
+impl Tenants {
+    /// One implicit tenant, no credentials: `images` is the worker's image policy.
+    pub fn single(images: ImagePolicy) -> Tenants {
+        let tenant = Arc::new(Tenant {
+            id: DEFAULT_TENANT.into(),
+            handlers: None,
+            images,
+            quotas: Quotas::default(),
+        });
+        Tenants {
+            by_id: HashMap::from([(DEFAULT_TENANT.to_string(), tenant)]),
+            tokens: Vec::new(),
+            multi: false,
+        }
+    }
+
+    /// Reads a tenants file; `nbd_allow` is the worker's NBD allow-list (shared by all).
+    pub fn load(path: &Path, nbd_allow: &[String]) -> Result<Tenants> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the tenants file {}", path.display()))?;
+        Self::parse(&text, nbd_allow).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses the TOML text of a tenants file.
+    pub fn parse(text: &str, nbd_allow: &[String]) -> Result<Tenants> {
+        let file: File = toml::from_str(text)?;
+        if file.tenants.is_empty() {
+            bail!("no [[tenants]] entries");
+        }
+        let mut by_id = HashMap::new();
+        let mut tokens: Vec<([u8; 32], Arc<Tenant>)> = Vec::new();
+        for (i, t) in file.tenants.into_iter().enumerate() {
+            let at = format!("tenants[{i}]");
+            if !valid_id(&t.id) {
+                bail!(
+                    "{at}.id: {:?} must be 1-{MAX_ID} of a-z, 0-9, '-' and '_', starting with a letter or digit",
+                    t.id
+                );
+            }
+            if by_id.contains_key(&t.id) {
+                bail!("{at}.id: {:?} is listed twice", t.id);
+            }
+            if t.token_hashes.is_empty() {
+                bail!("{at}.token_hashes: a tenant needs at least one token");
+            }
+            let mut hashes = Vec::new();
+            for (j, h) in t.token_hashes.iter().enumerate() {
+                let hash = parse_hash(h)
+                    .with_context(|| format!("{at}.token_hashes[{j}]: expected 64 hex digits"))?;
+                if tokens.iter().any(|(other, _)| *other == hash) || hashes.contains(&hash) {
+                    bail!("{at}.token_hashes[{j}]: the same token is listed twice");
+                }
+                hashes.push(hash);
+            }
+            let roots: Vec<PathBuf> = t.image_roots.iter().map(PathBuf::from).collect();
+            for (j, root) in roots.iter().enumerate() {
+                if !root.is_absolute() {
+                    bail!(
+                        "{at}.image_roots[{j}]: {} is not an absolute path",
+                        root.display()
+                    );
+                }
+            }
+            let mut images =
+                ImagePolicy::new(&roots).with_context(|| format!("{at}.image_roots"))?;
+            images.nbd_allow = nbd_allow.to_vec();
+            let q = t.quotas;
+            let positive = |name: &str, v: Option<u64>| -> Result<Option<u64>> {
+                match v {
+                    Some(0) => bail!("{at}.quotas.{name}: must be at least 1"),
+                    other => Ok(other),
+                }
+            };
+            let quotas = Quotas {
+                max_concurrent: positive("max_concurrent", q.max_concurrent)?
+                    .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+                max_queued: positive("max_queued", q.max_queued)?,
+                fuel: positive("fuel", q.fuel)?,
+                memory_bytes: positive("memory_mib", q.memory_mib)?
+                    .map(|m| m.saturating_mul(1024 * 1024)),
+                timeout: positive("timeout_seconds", q.timeout_seconds)?.map(Duration::from_secs),
+                max_image_bytes: positive("max_image_gib", q.max_image_gib)?
+                    .map(|g| g.saturating_mul(1024 * 1024 * 1024)),
+            };
+            let handlers = if t.handlers.iter().any(|h| h == "*") {
+                None
+            } else {
+                Some(t.handlers)
+            };
+            let tenant = Arc::new(Tenant {
+                id: t.id.clone(),
+                handlers,
+                images,
+                quotas,
+            });
+            for hash in hashes {
+                tokens.push((hash, tenant.clone()));
+            }
+            by_id.insert(t.id, tenant);
+        }
+        Ok(Tenants {
+            by_id,
+            tokens,
+            multi: true,
+        })
+    }
+
+    /// Whether requests must authenticate (a tenants file is in use).
+    pub fn is_multi(&self) -> bool {
+        self.multi
+    }
+
+    /// The tenant `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.by_id.get(id)
+    }
+
+    /// Every tenant, sorted by id.
+    pub fn all(&self) -> Vec<&Arc<Tenant>> {
+        let mut all: Vec<&Arc<Tenant>> = self.by_id.values().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Every tenant with its concurrency quota (`u32::MAX` when it has none), for claims.
+    pub fn concurrency_caps(&self) -> Vec<(String, u32)> {
+        let mut caps: Vec<(String, u32)> = self
+            .by_id
+            .values()
+            .map(|t| (t.id.clone(), t.quotas.max_concurrent.unwrap_or(u32::MAX)))
+            .collect();
+        caps.sort();
+        caps
+    }
+
+    /// Tenant ids with a queue quota, and the quota.
+    pub fn queue_caps(&self) -> Vec<(String, u64)> {
+        self.by_id
+            .values()
+            .filter_map(|t| t.quotas.max_queued.map(|c| (t.id.clone(), c)))
+            .collect()
+    }
+
+    /// The tenant an `Authorization` header value belongs to. Single-tenant workers accept
+    /// anything (and ignore the header). Every known token is compared, in constant time,
+    /// so the time taken says nothing about which tenant or how much of a token matched.
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Arc<Tenant>, AuthError> {
+        if !self.multi {
+            return self
+                .by_id
+                .get(DEFAULT_TENANT)
+                .cloned()
+                .ok_or(AuthError::Unknown);
+        }
+        let header = header.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Malformed)?;
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found: Option<&Arc<Tenant>> = None;
+        for (hash, tenant) in &self.tokens {
+            if bool::from(hash.ct_eq(&presented)) {
+                found = Some(tenant);
+            }
+        }
+        found.cloned().ok_or(AuthError::Unknown)
+    }
+}
+
+/// `sha256:HEX` of a token, as written into a tenants file.
+pub fn hash_token(token: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let hex_part = text.strip_prefix("sha256:").unwrap_or(text);
+    let bytes = hex::decode(hex_part).ok()?;
+    bytes.try_into().ok()
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    tenants: Vec<TenantEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantEntry {
+    id: String,
+    #[serde(default)]
+    token_hashes: Vec<String>,
+    #[serde(default)]
+    handlers: Vec<String>,
+    #[serde(default)]
+    image_roots: Vec<String>,
+    #[serde(default)]
+    quotas: QuotaEntry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct QuotaEntry {
+    max_concurrent: Option<u64>,
+    max_queued: Option<u64>,
+    fuel: Option<u64>,
+    memory_mib: Option<u64>,
+    timeout_seconds: Option<u64>,
+    max_image_gib: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(extra: &str) -> String {
+        format!(
+            r#"
+[[tenants]]
+id = "acme"
+token_hashes = ["{}"]
+handlers = ["guestkit.echo"]
+{extra}
+
+[[tenants]]
+id = "globex"
+token_hashes = ["{}", "{}"]
+handlers = ["*"]
+[tenants.quotas]
+max_concurrent = 2
+max_queued = 10
+memory_mib = 64
+"#,
+            hash_token("acme-token"),
+            hash_token("globex-1"),
+            hash_token("globex-2").trim_start_matches("sha256:"),
+        )
+    }
+
+    #[test]
+    fn authenticates_by_token_only() {
+        let tenants = Tenants::parse(&file(""), &[]).expect("parse");
+        assert!(tenants.is_multi());
+        let who = |h: Option<&str>| tenants.authenticate(h).map(|t| t.id.clone());
+        assert_eq!(who(Some("Bearer acme-token")), Ok("acme".into()));
+        assert_eq!(who(Some("Bearer globex-1")), Ok("globex".into()));
+        assert_eq!(who(Some("Bearer globex-2")), Ok("globex".into()));
+        assert_eq!(who(Some("Bearer acme-token2")), Err(AuthError::Unknown));
+        assert_eq!(who(Some("Bearer ")), Err(AuthError::Malformed));
+        assert_eq!(who(Some("Basic YWNtZQ==")), Err(AuthError::Malformed));
+        assert_eq!(who(None), Err(AuthError::Missing));
+        let globex = tenants.get("globex").expect("globex");
+        assert_eq!(globex.quotas.max_concurrent, Some(2));
+        assert_eq!(globex.quotas.memory_bytes, Some(64 << 20));
+        assert!(globex.may_run("anything", "any"));
+        let acme = tenants.get("acme").expect("acme");
+        assert!(acme.may_run("guestkit.echo", "echo"));
+        assert!(!acme.may_run("guestkit.inspect", "inspect"));
+        assert_eq!(
+            tenants.concurrency_caps(),
+            vec![("acme".into(), u32::MAX), ("globex".into(), 2)]
+        );
+    }
+
+    #[test]
+    fn single_tenant_needs_no_token() {
+        let tenants = Tenants::single(ImagePolicy::default());
+        assert!(!tenants.is_multi());
+        assert_eq!(
+            tenants.authenticate(None).map(|t| t.id.clone()),
+            Ok(DEFAULT_TENANT.into())
+        );
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        let bad = [
+            ("", "no [[tenants]]"),
+            (
+                "[[tenants]]\nid = \"Bad Id\"\ntoken_hashes = []",
+                "tenants[0].id",
+            ),
+            ("[[tenants]]\nid = \"a\"", "tenants[0].token_hashes"),
+            (
+                "[[tenants]]\nid = \"a\"\ntoken_hashes = [\"abc\"]",
+                "64 hex digits",
+            ),
+            (
+                "[[tenants]]\nid = \"a\"\ntoken_hashes = []\nextra = 1",
+                "unknown field",
+            ),
+            (
+                "[[tenants]]\nid = \"a\"\ntoken_hashes = [\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"]\nimage_roots = [\"relative\"]",
+                "not an absolute path",
+            ),
+            (
+                "[[tenants]]\nid = \"a\"\ntoken_hashes = [\"0000000000000000000000000000000000000000000000000000000000000000\"]\n[tenants.quotas]\nfuel = 0",
+                "quotas.fuel",
+            ),
+        ];
+        for (text, want) in bad {
+            let err = format!("{:#}", Tenants::parse(text, &[]).expect_err(text));
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        let twice = format!(
+            "{}\n[[tenants]]\nid = \"acme\"\ntoken_hashes = [\"{}\"]",
+            file(""),
+            hash_token("other")
+        );
+        assert!(format!("{:#}", Tenants::parse(&twice, &[]).expect_err("dup")).contains("twice"));
+    }
+}
