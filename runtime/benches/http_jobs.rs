@@ -1,10 +1,18 @@
 //! Durable echo jobs over HTTP: submit, run, complete, read the result.
 //!
 //! Starts a worker (HTTP API + executor + store) in this process on an ephemeral port and
-//! drives it with `GK_BENCH_CLIENTS` concurrent clients (default 64), each submitting an echo
-//! job and long-polling its result, `GK_BENCH_JOBS` jobs in all (default 20000). Reports
-//! completed jobs per second and submit-to-result latency percentiles, for SQLite and, when
-//! one is reachable, PostgreSQL (`GUESTKIT_TEST_POSTGRES_URL`, default the local server).
+//! drives it with `GK_BENCH_CLIENTS` concurrent clients (default 32), `GK_BENCH_JOBS` jobs in
+//! all (default 20000). Each job is durable: stored before the submission is answered, its
+//! completion and result committed before the result is answered. Two ways of asking:
+//!
+//! - `wait`: one request per job, `POST /jobs?wait=30`, answered with the result;
+//! - `poll`: `POST /jobs`, then `GET /jobs/{id}/result?wait=30`;
+//! - `pipelined` (only when `GK_BENCH_MODE=pipelined`): each client submits without waiting
+//!   for the previous result, a waiter per job reads it.
+//!
+//! Reports completed jobs per second and submit-to-result latency percentiles for each mode
+//! (`GK_BENCH_MODE` picks one), for SQLite and, when one is reachable, PostgreSQL
+//! (`GUESTKIT_TEST_POSTGRES_URL`, default the local server).
 //!
 //! Run: `cargo bench -p guestkit-worker --bench http_jobs`
 
@@ -38,10 +46,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn run(name: &str, database_url: Option<String>) -> Figures {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Wait,
+    Poll,
+    Pipelined,
+}
+
+fn run(name: &str, database_url: Option<String>, mode: Mode) -> Figures {
     let jobs = env_usize("GK_BENCH_JOBS", 20_000);
-    let clients = env_usize("GK_BENCH_CLIENTS", 64);
-    let pipelined = std::env::var("GK_BENCH_MODE").is_ok_and(|m| m == "pipelined");
+    let clients = env_usize("GK_BENCH_CLIENTS", 32);
     let data = tempfile::tempdir().expect("tempdir");
     let mut config = DaemonConfig::new(data.path().to_path_buf());
     config.listen = "127.0.0.1:0".parse().expect("literal address");
@@ -91,7 +105,7 @@ fn run(name: &str, database_url: Option<String>) -> Figures {
             .expect("client");
         // Warm up connections and the handler.
         for _ in 0..clients.min(16) {
-            one_job(&http, &base, 0).await;
+            one_job(&http, &base, 0, mode).await;
         }
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
@@ -102,13 +116,13 @@ fn run(name: &str, database_url: Option<String>) -> Figures {
             let next = next.clone();
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                if !pipelined {
+                if mode != Mode::Pipelined {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if i >= jobs {
                             return latencies;
                         }
-                        latencies.push(one_job(&http, &base, i).await);
+                        latencies.push(one_job(&http, &base, i, mode).await);
                     }
                 }
                 // Pipelined: submit without waiting for the previous result; a waiter per
@@ -152,7 +166,8 @@ fn run(name: &str, database_url: Option<String>) -> Figures {
         .expect("server task")
         .expect("worker run");
     println!(
-        "{name:<10} {} jobs in {:.2} s: {:.0} jobs/s; submit-to-result p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms ({clients} clients)",
+        "{name:<10} {:<9} {} jobs in {:.2} s: {:.0} jobs/s; submit-to-result p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms ({clients} clients)",
+        format!("{mode:?}").to_lowercase(),
         figures.jobs,
         figures.elapsed.as_secs_f64(),
         figures.jobs as f64 / figures.elapsed.as_secs_f64(),
@@ -164,10 +179,25 @@ fn run(name: &str, database_url: Option<String>) -> Figures {
 }
 
 /// Submits one echo job and waits for its result; returns the latency.
-async fn one_job(http: &reqwest::Client, base: &str, i: usize) -> Duration {
+async fn one_job(http: &reqwest::Client, base: &str, i: usize, mode: Mode) -> Duration {
     let started = Instant::now();
-    let id = submit(http, base, i).await;
-    wait_result(http, base, &id).await;
+    if mode == Mode::Wait {
+        let response = http
+            .post(format!("{base}/jobs?wait=30"))
+            .json(&json!({"operation": "echo", "payload": {"i": i}}))
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(response.status().as_u16(), 201, "submit failed");
+        let job: serde_json::Value = response.json().await.expect("submit answer");
+        match job["result"]["status"].as_str() {
+            Some(status) => assert_eq!(status, "succeeded", "{job}"),
+            None => wait_result(http, base, job["id"].as_str().expect("job id")).await,
+        }
+    } else {
+        let id = submit(http, base, i).await;
+        wait_result(http, base, &id).await;
+    }
     started.elapsed()
 }
 
@@ -211,7 +241,9 @@ fn postgres_url() -> Option<String> {
         return None;
     }
     // A fresh schema per run, so figures do not depend on earlier rows.
-    let schema = format!("gk_bench_{}", std::process::id());
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let schema = format!("gk_bench_{}_{run}", std::process::id());
     let status = std::process::Command::new("psql")
         .args([base.as_str(), "-qc", &format!("CREATE SCHEMA {schema}")])
         .status()
@@ -236,11 +268,22 @@ fn main() {
             std::env::set_var("GK_BENCH_JOBS", "200");
         }
     }
-    run("sqlite", None);
-    match postgres_url() {
-        Some(url) => {
-            run("postgresql", Some(url));
+    let modes = match std::env::var("GK_BENCH_MODE").as_deref() {
+        Ok("wait") => vec![Mode::Wait],
+        Ok("poll") => vec![Mode::Poll],
+        Ok("pipelined") => vec![Mode::Pipelined],
+        Ok(other) => panic!("GK_BENCH_MODE: {other:?} is not wait, poll or pipelined"),
+        Err(_) => vec![Mode::Wait, Mode::Poll],
+    };
+    for &mode in &modes {
+        run("sqlite", None, mode);
+    }
+    for &mode in &modes {
+        match postgres_url() {
+            Some(url) => {
+                run("postgresql", Some(url), mode);
+            }
+            None => println!("postgresql: skipped (no server on 127.0.0.1:5432)"),
         }
-        None => println!("postgresql: skipped (no server on 127.0.0.1:5432)"),
     }
 }

@@ -200,13 +200,81 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitParams {
+    /// Seconds to wait for the job to finish before answering.
+    wait: Option<f64>,
+}
+
+/// The `wait` a submission asks for: `?wait=SECONDS`, or RFC 7240's `Prefer: wait=SECONDS`
+/// (the query wins). `None` when neither is given; the second value says whether the
+/// answer should carry `Preference-Applied`.
+fn submit_wait(
+    params: Result<Query<SubmitParams>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Option<(Duration, bool)>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError {
+        status: 400,
+        code: "invalid_query",
+        field: query_field(&e.body_text()).or(Some("wait".into())),
+        message: e.body_text(),
+    })?;
+    if let Some(w) = params.wait {
+        return wait_seconds(w, "wait").map(|d| Some((d, false)));
+    }
+    // `Prefer` may list several preferences; only `wait` is ours, others are ignored as
+    // the RFC asks.
+    for value in headers.get_all("prefer") {
+        let Ok(value) = value.to_str() else { continue };
+        for pref in value.split(',') {
+            let pref = pref.split(';').next().unwrap_or_default().trim();
+            if let Some((name, v)) = pref.split_once('=')
+                && name.trim().eq_ignore_ascii_case("wait")
+            {
+                let w = v
+                    .trim()
+                    .trim_matches('"')
+                    .parse::<f64>()
+                    .map_err(|_| ApiError {
+                        status: 400,
+                        code: "invalid_header",
+                        field: Some("prefer".into()),
+                        message: "Prefer: wait must be a number of seconds".into(),
+                    })?;
+                return wait_seconds(w, "prefer").map(|d| Some((d, true)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A wait in seconds from a client, capped at [`MAX_WAIT`].
+fn wait_seconds(w: f64, field: &str) -> Result<Duration, ApiError> {
+    if w.is_finite() && w >= 0.0 {
+        Ok(Duration::from_secs_f64(w).min(MAX_WAIT))
+    } else {
+        Err(ApiError {
+            status: 400,
+            code: "invalid_query",
+            field: Some(field.into()),
+            message: format!("{field}: wait must be a number of seconds >= 0"),
+        })
+    }
+}
+
+/// Stores a job and answers with it; with `?wait=S` (or `Prefer: wait=S`) the answer waits
+/// up to S seconds for the job to finish and then carries its `result` too (the document
+/// `GET /jobs/{id}/result` gives), which saves the client a second request.
 async fn submit_job(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    params: Result<Query<SubmitParams>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let wait = submit_wait(params, &headers)?;
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
         let essence = ct.split(';').next().unwrap_or_default().trim();
@@ -243,9 +311,29 @@ async fn submit_job(
         StatusCode::OK
     };
     let location = format!("/api/v1/jobs/{}", submitted.job.id);
-    let mut response = (status, Json(job_view(&submitted.job))).into_response();
+    let mut job = submitted.job;
+    let mut result = None;
+    if let Some((wait, _)) = wait {
+        let tenant = Some(caller.id());
+        if !job.state.is_terminal() {
+            job = state.service.wait_terminal(tenant, &job.id, wait).await?;
+        }
+        if job.state.is_terminal() {
+            result = Some(result_body(&state, tenant, &job).await?);
+        }
+    }
+    let mut view = job_view(&job);
+    if let (Some(result), Some(doc)) = (result, view.as_object_mut()) {
+        doc.insert("result".into(), result);
+    }
+    let mut response = (status, Json(view)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
+    }
+    if let Some((wait, true)) = wait
+        && let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs_f64()))
+    {
+        response.headers_mut().insert("preference-applied", value);
     }
     Ok(response)
 }
@@ -364,55 +452,56 @@ async fn get_result(
     })?;
     let wait = match params.wait {
         None => Duration::ZERO,
-        Some(w) if w.is_finite() && w >= 0.0 => Duration::from_secs_f64(w).min(MAX_WAIT),
-        Some(_) => {
-            return Err(ApiError {
-                status: 400,
-                code: "invalid_query",
-                field: Some("wait".into()),
-                message: "wait must be a number of seconds >= 0".into(),
-            });
-        }
+        Some(w) => wait_seconds(w, "wait")?,
     };
     let tenant = Some(caller.id());
     let job = state.service.wait_terminal(tenant, &id, wait).await?;
-    match job.state {
-        JobState::Queued | JobState::Running => Err(ApiError::new(
+    if !job.state.is_terminal() {
+        return Err(ApiError::new(
             409,
             "not_finished",
             format!("job {id} is {}; it has no result yet", job.state),
-        )),
-        JobState::Succeeded => {
-            let kept = state.service.executor().recent().get(tenant, &id);
-            let result = match kept.as_ref().and_then(|f| f.result.clone()) {
-                Some(result) => result,
-                None => state
-                    .service
-                    .store()
-                    .result(tenant, &id)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::new(500, "internal", "succeeded job without result")
-                    })?,
-            };
-            Ok(Json(json!({
-                "job_id": id,
-                "status": "succeeded",
-                "output": result.output,
-                "usage": result.usage,
-                "attempt": job.attempt,
-                "completed_at": rfc3339(result.completed_at),
-            })))
-        }
-        state => Ok(Json(json!({
+        ));
+    }
+    Ok(Json(result_body(&state, tenant, &job).await?))
+}
+
+/// The result document of a finished job: output and usage when it succeeded, the error
+/// otherwise. Read from the recent results kept in memory, else from the store.
+async fn result_body(
+    state: &ApiState,
+    tenant: Option<&str>,
+    job: &guestkit_store::Job,
+) -> Result<Value, ApiError> {
+    let id = &job.id;
+    if job.state != JobState::Succeeded {
+        return Ok(json!({
             "job_id": id,
-            "status": state.as_str(),
+            "status": job.state.as_str(),
             "error": job.last_error,
             "usage": job.usage,
             "attempt": job.attempt,
             "completed_at": job.finished_at.map(rfc3339),
-        }))),
+        }));
     }
+    let kept = state.service.executor().recent().get(tenant, id);
+    let result = match kept.as_ref().and_then(|f| f.result.clone()) {
+        Some(result) => result,
+        None => state
+            .service
+            .store()
+            .result(tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::new(500, "internal", "succeeded job without result"))?,
+    };
+    Ok(json!({
+        "job_id": id,
+        "status": "succeeded",
+        "output": result.output,
+        "usage": result.usage,
+        "attempt": job.attempt,
+        "completed_at": rfc3339(result.completed_at),
+    }))
 }
 
 async fn cancel_job(

@@ -59,6 +59,9 @@ pub struct ExecutorConfig {
     pub images: ImagePolicy,
     /// The tenants: their image roots, per-job limits and quotas.
     pub tenants: Arc<Tenants>,
+    /// Handler log lines at this level or above are stored as job events (and streamed);
+    /// lower ones go to this process's own log only.
+    pub job_log_level: LogLevel,
 }
 
 impl Default for ExecutorConfig {
@@ -71,7 +74,19 @@ impl Default for ExecutorConfig {
             limits: JobLimits::default(),
             images: ImagePolicy::default(),
             tenants: Arc::new(Tenants::single(ImagePolicy::default())),
+            job_log_level: LogLevel::Info,
         }
+    }
+}
+
+/// Orders log levels, least severe first.
+pub fn log_rank(level: LogLevel) -> u8 {
+    match level {
+        LogLevel::Trace => 0,
+        LogLevel::Debug => 1,
+        LogLevel::Info => 2,
+        LogLevel::Warn => 3,
+        LogLevel::Error => 4,
     }
 }
 
@@ -354,6 +369,8 @@ pub fn now_ms() -> i64 {
 struct JobObserver {
     lease: Lease,
     events: mpsc::Sender<EventMsg>,
+    /// `log_rank` of the least severe line stored.
+    min_level: u8,
 }
 
 impl JobObserver {
@@ -366,6 +383,10 @@ impl JobObserver {
 
 impl Observer for JobObserver {
     fn log(&self, level: LogLevel, message: &str) {
+        if log_rank(level) < self.min_level {
+            tracing::debug!(target: "handler", job = %self.lease.job.id, %level, "{message}");
+            return;
+        }
         self.send(EventMsg::Log {
             job_id: self.lease.job.id.clone(),
             level,
@@ -543,6 +564,7 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
     let observer = Arc::new(JobObserver {
         lease: lease.clone(),
         events: inner.events.clone(),
+        min_level: log_rank(inner.config.job_log_level),
     });
     let metrics = &inner.metrics;
     let handler_name = handler.meta.name.as_str();

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use guestkit_host_api::LogLevel;
 use guestkit_worker::client::{self, Client, OutputFormat};
 use guestkit_worker::daemon::{self, DaemonConfig};
 use guestkit_worker::executor::ExecutorConfig;
@@ -114,6 +115,11 @@ struct DaemonArgs {
     /// Jobs run at once.
     #[arg(long, env = "GUESTKIT_MAX_CONCURRENT", default_value_t = 4)]
     max_concurrent: usize,
+    /// Least severe handler log line kept in a job's events; lower ones go to this
+    /// process's log (target `handler`, at debug) only.
+    #[arg(long, env = "GUESTKIT_JOB_LOG_LEVEL", default_value = "info",
+          value_parser = ["trace", "debug", "info", "warn", "error"])]
+    job_log_level: String,
     /// Queued jobs above which submissions are answered 429.
     #[arg(long, default_value_t = 100_000)]
     max_queued: u64,
@@ -426,6 +432,13 @@ async fn run_daemon(args: DaemonArgs, cache_dir: Option<PathBuf>) -> Result<Exit
         max_concurrent: args.max_concurrent,
         lease: seconds("--lease-seconds", args.lease_seconds)?,
         limits,
+        job_log_level: match args.job_log_level.as_str() {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => LogLevel::Info,
+        },
         ..ExecutorConfig::default()
     };
     config.service = ServiceConfig {
@@ -530,9 +543,8 @@ async fn submit(args: SubmitArgs) -> Result<ExitCode> {
             )
         }
     };
-    let (_, job) = client.post("/jobs", &doc).await?;
-    let id = job["id"].as_str().unwrap_or_default().to_string();
     if !args.wait {
+        let (_, job) = client.post("/jobs", &doc).await?;
         print(args.client.output, &job, client::job_table);
         return Ok(ExitCode::SUCCESS);
     }
@@ -540,7 +552,22 @@ async fn submit(args: SubmitArgs) -> Result<ExitCode> {
         .wait_timeout
         .map(|t| seconds("--wait-timeout", t))
         .transpose()?;
-    let result = client.wait_result(&id, timeout).await?;
+    let started = std::time::Instant::now();
+    // The submission itself waits (up to 30 s, or the timeout); a longer job is then
+    // followed through the result endpoint.
+    let first = timeout
+        .unwrap_or(Duration::from_secs(30))
+        .min(Duration::from_secs(30));
+    let path = format!("/jobs?wait={}", first.as_secs_f64());
+    let (_, mut job) = client.post(&path, &doc).await?;
+    let result = match job.get_mut("result").map(serde_json::Value::take) {
+        Some(result) => result,
+        None => {
+            let id = job["id"].as_str().unwrap_or_default().to_string();
+            let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+            client.wait_result(&id, left).await?
+        }
+    };
     print(args.client.output, &result, client::result_table);
     Ok(job_exit(&result["status"]))
 }

@@ -62,6 +62,8 @@ async fn echo_round_trip_with_events_and_metrics() {
     assert!(text.contains("event: state"), "{text}");
     assert!(text.contains("\"succeeded\""), "{text}");
     assert!(text.contains("event: end"), "{text}");
+    // echo logs at debug; by default that stays out of the job's events.
+    assert!(!text.contains("echoing payload"), "{text}");
 
     let m = daemon.metrics().await;
     let outcome = [("operation", "echo"), ("outcome", "succeeded")];
@@ -112,6 +114,93 @@ async fn echo_round_trip_with_events_and_metrics() {
             >= 1.0
     );
     assert!(!m.contains("_total_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_can_wait_for_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &opts(&["--job-log-level", "debug"]));
+    let http = daemon.http();
+
+    // ?wait: the answer carries the finished job and its result.
+    let (status, job) = http
+        .post("/jobs?wait=20", &short("echo", json!({"n": 1})))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["output"]["echo"]["n"], 1, "{job}");
+    assert_eq!(job["result"]["job_id"], job["id"]);
+    // It is the document the result endpoint gives.
+    let id = job["id"].as_str().unwrap();
+    let (_, stored) = http.get(&format!("/jobs/{id}/result")).await;
+    assert_eq!(stored, job["result"]);
+    // --job-log-level debug keeps echo's debug line among the job's events.
+    let text = reqwest::get(format!("{}/api/v1/jobs/{id}/events", daemon.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("echoing payload"), "{text}");
+
+    // Prefer: wait (RFC 7240) does the same and says it was applied.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", daemon.api))
+        .header("prefer", "respond-async, wait=20")
+        .json(&short("echo", json!({"n": 2})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["preference-applied"], "wait=20");
+    let job: Value = response.json().await.unwrap();
+    assert_eq!(job["result"]["output"]["echo"]["n"], 2, "{job}");
+
+    // A job that outlasts the wait is answered as it stands, without a result.
+    let (status, job) = http
+        .post(
+            "/jobs?wait=0.2",
+            &short("hostile.sleep", json!({"ms": 3000})),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert!(
+        job["status"] == "queued" || job["status"] == "running",
+        "{job}"
+    );
+    assert!(job.get("result").is_none(), "{job}");
+
+    // A failed job's answer carries its error.
+    let (_, job) = http
+        .post("/jobs?wait=20", &short("hostile.panic", json!({})))
+        .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["result"]["status"], "failed", "{job}");
+    assert!(job["result"]["error"]["code"].is_string(), "{job}");
+
+    // A bad wait is refused before anything is stored.
+    for (path, field) in [
+        ("/jobs?wait=-1", "wait"),
+        ("/jobs?wait=soon", "wait"),
+        ("/jobs?wait=1&later=2", "later"),
+    ] {
+        let (status, body) = http.post(path, &short("echo", json!({}))).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["field"], field, "{path}: {body}");
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", daemon.api))
+        .header("prefer", "wait=whenever")
+        .json(&short("echo", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "prefer", "{body}");
+    let (_, page) = http.get("/jobs?limit=100").await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 4, "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

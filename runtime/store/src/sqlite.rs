@@ -69,9 +69,11 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            // Job rows carry their documents, so the working set outgrows SQLite's 2 MiB
-            // default cache quickly; page reads then dominate claim and complete.
-            .pragma("cache_size", "-65536")
+            // A 4 MiB page cache: pages beyond it are read through the memory map below at
+            // little cost, while a larger cache (64 MiB was tried) made every commit slower:
+            // SQLite's end-of-transaction page-cache truncation walks the cache's whole hash
+            // table, on the one writer connection every job waits for.
+            .pragma("cache_size", "-4096")
             .pragma("mmap_size", "268435456")
             .pragma("temp_store", "memory")
             // Checkpoint every ~32 MiB of WAL instead of 4 MiB: claims and completions
@@ -83,11 +85,13 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .after_connect(|conn, _| Box::pin(stable_plans(conn)))
             .connect_with(base.clone().create_if_missing(true))
             .await
             .ctx("opening the SQLite job store")?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .after_connect(|conn, _| Box::pin(stable_plans(conn)))
             .connect_with(base.read_only(true))
             .await
             .ctx("opening SQLite reader connections")?;
@@ -143,6 +147,37 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Turns on SQLite's query planner stability guarantee for `conn`.
+///
+/// Without it SQLite plans some statements for the values bound to them (a bound `LIMIT`, a
+/// bound value compared with a partial index's condition) and marks the prepared statement
+/// expired whenever another value is bound, so the cached statements of the claim and of
+/// the write cycle were parsed and planned again on most executions, on the single writer
+/// connection every job waits for. Our statements are written for the plans the schema's
+/// indexes give; they need no per-value plans.
+async fn stable_plans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    let mut enabled: std::ffi::c_int = 0;
+    // SAFETY: `db` is the open connection handle, locked away from sqlx's worker thread
+    // while `handle` lives; SQLITE_DBCONFIG_ENABLE_QPSG takes an int (1: on) and an int*
+    // that receives the new setting, both valid for the call.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db,
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::ffi::c_int,
+            &mut enabled as *mut std::ffi::c_int,
+        )
+    };
+    if rc != libsqlite3_sys::SQLITE_OK || enabled != 1 {
+        return Err(sqlx::Error::Configuration(
+            format!("enabling the query planner stability guarantee failed (code {rc})").into(),
+        ));
+    }
+    Ok(())
 }
 
 crate::backend::impl_job_store!(SqliteStore, Sqlite, SqliteConnection, skip_locked = "");
