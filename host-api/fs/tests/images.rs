@@ -506,3 +506,44 @@ fn walk_inner(src: MemSource) -> Result<usize, Error> {
     }
     Ok(seen)
 }
+
+/// Counts the bytes read from the source below a filesystem.
+struct Counting {
+    inner: FileSource,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl BlockSource for Counting {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> guestkit_block::Result<()> {
+        self.bytes
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(offset, buf)
+    }
+}
+
+/// Reading a file costs reads in proportion to its size: with one-sector clusters, following
+/// the cluster chain in the FAT between data clusters must not re-read a whole buffer of the
+/// FAT and one of the data each time (below a compressed image, each is a decompression).
+#[test]
+fn files_are_read_without_rereading_the_same_blocks() {
+    let dir = fixtures();
+    for (image, path) in [("fat32.img", "/big.bin"), ("ntfs.img", "/big.bin")] {
+        let src = Arc::new(Counting {
+            inner: FileSource::open(&dir.join(image)).unwrap(),
+            bytes: Default::default(),
+        });
+        let fs = open(src.clone()).unwrap();
+        let size = fs.stat(path).unwrap().size;
+        let before = src.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let data = read_all(&*fs, path, size, 1 << 20);
+        assert_eq!(data.len() as u64, size);
+        let read = src.bytes.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(
+            read < 2 * size + (1 << 20),
+            "{image}: reading {size} bytes of {path} read {read} bytes of the image"
+        );
+    }
+}
