@@ -44,9 +44,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("pacman-package-manager", "pacman"),
     ("libarchive-tools", "bsdtar"),
     ("zstd", "zstd"),
+    ("libvhdi-utils", "vhdiinfo"),
 ];
 /// Packages without a command to look for.
-const LIBRARIES: &[&str] = &["ntfs-3g-dev"];
+const LIBRARIES: &[&str] = &["ntfs-3g-dev", "python3-libvhdi"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
