@@ -1,7 +1,9 @@
-//! Confinement and loop detection for files an image names (backing files, VMDK extents).
+//! Confinement and loop detection for files an image names (backing files, VMDK extents,
+//! parents of differencing VHD/VHDX disks).
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -147,6 +149,103 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// Opens the parent of a differencing disk (VHD, VHDX) at `from` as an image of `format`.
+    /// `candidates` are the names its locators give, most trusted first: the first that exists
+    /// is used (a name that resolves outside the roots is an error, not skipped). `matches`
+    /// checks the parent's container against the identity the child records before the parent
+    /// is opened as an image.
+    pub fn open_parent(
+        &mut self,
+        from: Option<&Path>,
+        candidates: &[Vec<u8>],
+        format: Format,
+        matches: &dyn Fn(&dyn BlockSource) -> Result<()>,
+    ) -> Result<Arc<dyn BlockSource>> {
+        if self.backing.len() as u32 >= self.max_depth {
+            return Err(Error::Limit(format!(
+                "backing chain deeper than {} files",
+                self.max_depth
+            )));
+        }
+        if candidates.is_empty() {
+            return Err(Error::corrupt(
+                "differencing image",
+                "no usable parent locator",
+            ));
+        }
+        let mut found = None;
+        for name in candidates {
+            match self.open_named(from, name, "parent disk") {
+                Ok(opened) => {
+                    found = Some(opened);
+                    break;
+                }
+                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((joined, canon, file)) = found else {
+            let tried: Vec<_> = candidates
+                .iter()
+                .map(|n| format!("{:?}", String::from_utf8_lossy(n)))
+                .collect();
+            let from = from.map_or_else(String::new, |p| p.display().to_string());
+            return Err(Error::io(
+                format!(
+                    "finding the parent disk of {from} (tried {})",
+                    tried.join(", ")
+                ),
+                ErrorKind::NotFound.into(),
+            ));
+        };
+        self.enter(&file, &canon)?;
+        self.backing.push(canon);
+        let container: Arc<dyn BlockSource> = Arc::new(FileSource::from_file(file)?);
+        matches(&*container)?;
+        let (disk, _info): (Box<dyn BlockSource>, ImageInfo) =
+            open_layer(container, Some(&joined), Some(format), self)?;
+        Ok(Arc::from(disk))
+    }
+}
+
+/// The names to try for a parent that a locator gives as a Windows path: a relative path with
+/// its separators turned around, and for an absolute path (drive letter, UNC or volume path,
+/// which cannot name a file here) its last component, looked for next to the child.
+pub fn windows_path_candidates(path: &str) -> Vec<Vec<u8>> {
+    let path = path.trim_end_matches('\0');
+    if path.is_empty() {
+        return Vec::new();
+    }
+    let bytes = path.as_bytes();
+    let absolute = path.starts_with('\\')
+        || (bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic());
+    if absolute {
+        let last = path.rsplit(['\\', '/']).next().unwrap_or_default();
+        if last.is_empty() || last == "." || last == ".." {
+            return Vec::new();
+        }
+        return vec![last.as_bytes().to_vec()];
+    }
+    vec![path.replace('\\', "/").into_bytes()]
+}
+
+/// Decodes UTF-16 text of a locator (`big_endian` for VHD's parent name), stopping at a NUL.
+pub fn utf16(raw: &[u8], big_endian: bool) -> String {
+    let units: Vec<u16> = raw
+        .chunks_exact(2)
+        .map(|c| {
+            if big_endian {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from_le_bytes([c[0], c[1]])
+            }
+        })
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -157,4 +256,37 @@ fn parent_dir(path: &Path) -> &Path {
 fn canonical(path: &Path, what: &str) -> Result<PathBuf> {
     path.canonicalize()
         .map_err(|e| Error::io(format!("resolving {what} {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_paths_become_names_to_try() {
+        let cases: [(&str, &[&str]); 9] = [
+            (".\\base.vhd", &["./base.vhd"]),
+            ("..\\dir\\base.vhd", &["../dir/base.vhd"]),
+            ("base.vhd\0\0", &["base.vhd"]),
+            ("C:\\VMs\\base.vhd", &["base.vhd"]),
+            ("c:/VMs/base.vhd", &["base.vhd"]),
+            ("\\\\server\\share\\base.vhdx", &["base.vhdx"]),
+            ("\\\\?\\Volume{1}\\x\\base.vhdx", &["base.vhdx"]),
+            ("C:\\VMs\\..", &[]),
+            ("", &[]),
+        ];
+        for (path, want) in cases {
+            let want: Vec<Vec<u8>> = want.iter().map(|w| w.as_bytes().to_vec()).collect();
+            assert_eq!(windows_path_candidates(path), want, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn utf16_stops_at_nul_and_survives_odd_input() {
+        let le: Vec<u8> = "ab\0cd".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert_eq!(utf16(&le, false), "ab");
+        let be: Vec<u8> = "xy".encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(utf16(&be, true), "xy");
+        assert_eq!(utf16(&[0x00, 0xd8, 0x41], false), "\u{fffd}");
+    }
 }

@@ -244,8 +244,8 @@ pub(crate) fn open_layer(
         Format::Qcow2 => Box::new(qcow2::Qcow2::open(src, path, chain, &mut info)?),
         Format::Vmdk => Box::new(vmdk::Vmdk::open(src, path, chain, &mut info)?),
         Format::Vdi => Box::new(vdi::Vdi::open(src, &mut info)?),
-        Format::Vhdx => Box::new(vhdx::Vhdx::open(src, &mut info)?),
-        Format::Vhd => Box::new(vhd::Vhd::open(src, &mut info)?),
+        Format::Vhdx => Box::new(vhdx::Vhdx::open(src, path, chain, &mut info)?),
+        Format::Vhd => Box::new(vhd::Vhd::open(src, path, chain, &mut info)?),
     };
     if disk.size() != info.virtual_size {
         return Err(Error::corrupt(

@@ -1,12 +1,19 @@
-//! VHD (Virtual PC / Hyper-V v1, qemu's `vpc`): fixed and dynamic disks. Differencing disks are
-//! refused with [`Error::Unsupported`].
+//! VHD (Virtual PC / Hyper-V v1, qemu's `vpc`): fixed, dynamic and differencing disks.
+//!
+//! A differencing disk names its parent in the dynamic header (a Unicode file name and up to
+//! eight platform locators); the parent must carry the unique id the child records. Sectors the
+//! child does not hold (no block, or a clear bit in the block's sector bitmap) come from the
+//! parent. qemu's vpc driver reads such disks as if they had no parent; this reader follows the
+//! specification instead.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use guestkit_block::{BlockSource, Error, Result, check_range};
 
-use crate::ImageInfo;
-use crate::util::{be16, be32, be64, check_virtual_size, read_container, read_table};
+use crate::chain::{Chain, utf16, windows_path_candidates};
+use crate::util::{be16, be32, be64, check_virtual_size, read_container, read_lower, read_table};
+use crate::{Format, ImageInfo};
 
 const WHAT: &str = "vhd image";
 const TYPE_FIXED: u32 = 2;
@@ -15,6 +22,12 @@ const TYPE_DIFFERENCING: u32 = 4;
 const UNALLOCATED: u32 = 0xffff_ffff;
 /// CHS geometry at which the geometry can no longer express the size (65535 x 16 x 255).
 const MAX_CHS_SECTORS: u64 = 65535 * 16 * 255;
+/// Platform codes of the parent locators used to find a parent: Windows relative and absolute
+/// paths in UTF-16LE. The deprecated Wi2r/Wi2k (ANSI) and Mac codes are ignored.
+const W2RU: u32 = u32::from_be_bytes(*b"W2ru");
+const W2KU: u32 = u32::from_be_bytes(*b"W2ku");
+/// Longest locator path read (Windows paths are at most 32767 UTF-16 units).
+const MAX_LOCATOR_BYTES: u32 = 65536;
 
 /// An open VHD image.
 pub struct Vhd {
@@ -29,11 +42,19 @@ struct Dynamic {
     /// Bytes of the per-block sector bitmap that precedes each block's data.
     bitmap_bytes: u64,
     bat: Vec<u32>,
+    /// The parent of a differencing disk.
+    parent: Option<Arc<dyn BlockSource>>,
 }
 
 impl Vhd {
-    /// Parses the footer (and dynamic header) and loads the block allocation table.
-    pub fn open(file: Arc<dyn BlockSource>, info: &mut ImageInfo) -> Result<Self> {
+    /// Parses the footer (and dynamic header), loads the block allocation table and, for a
+    /// differencing disk, opens its parent through `chain`.
+    pub fn open(
+        file: Arc<dyn BlockSource>,
+        path: Option<&Path>,
+        chain: &mut Chain,
+        info: &mut ImageInfo,
+    ) -> Result<Self> {
         let file_size = file.size();
         if file_size < 512 {
             return Err(Error::corrupt(WHAT, "file shorter than a footer"));
@@ -68,7 +89,7 @@ impl Vhd {
                     dynamic: None,
                 })
             }
-            TYPE_DYNAMIC => {
+            TYPE_DYNAMIC | TYPE_DIFFERENCING => {
                 let mut dh = [0u8; 1024];
                 read_container(&*file, data_offset, &mut dh, "vhd dynamic header")?;
                 if &dh[..8] != b"cxsparse" {
@@ -86,6 +107,15 @@ impl Vhd {
                 let bat = raw.chunks_exact(4).map(|c| be32(c, 0)).collect();
                 let bitmap_bytes = (block_size / 512).div_ceil(8).div_ceil(512) * 512;
                 info.cluster_size = Some(block_size);
+                let parent = if kind == TYPE_DIFFERENCING {
+                    let candidates = parent_candidates(&*file, &dh)?;
+                    let mut id = [0u8; 16];
+                    id.copy_from_slice(&dh[40..56]);
+                    let matches = |parent: &dyn BlockSource| parent_has_id(parent, &id);
+                    Some(chain.open_parent(path, &candidates, Format::Vhd, &matches)?)
+                } else {
+                    None
+                };
                 Ok(Vhd {
                     file,
                     size,
@@ -93,12 +123,117 @@ impl Vhd {
                         block_size,
                         bitmap_bytes,
                         bat,
+                        parent,
                     }),
                 })
             }
-            TYPE_DIFFERENCING => Err(Error::Unsupported("differencing vhd image".into())),
             other => Err(Error::corrupt(WHAT, format!("disk type {other}"))),
         }
+    }
+}
+
+/// The names a differencing disk's dynamic header `dh` gives for its parent, in the order they
+/// are tried: relative locators, absolute locators, then the parent's Unicode file name (all
+/// looked for relative to the child).
+fn parent_candidates(file: &dyn BlockSource, dh: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut relative = Vec::new();
+    let mut absolute = Vec::new();
+    for entry in dh[576..768].chunks_exact(24) {
+        let code = be32(entry, 0);
+        if code != W2RU && code != W2KU {
+            continue;
+        }
+        let len = be32(entry, 8);
+        if len == 0 || len > MAX_LOCATOR_BYTES {
+            return Err(Error::corrupt(
+                "vhd parent locator",
+                format!("{len}-byte path"),
+            ));
+        }
+        let mut raw = vec![0u8; len as usize];
+        read_container(file, be64(entry, 16), &mut raw, "vhd parent locator")?;
+        let names = windows_path_candidates(&utf16(&raw, false));
+        if code == W2RU {
+            relative.extend(names);
+        } else {
+            absolute.extend(names);
+        }
+    }
+    let mut candidates = relative;
+    candidates.extend(absolute);
+    candidates.extend(windows_path_candidates(&utf16(&dh[64..576], true)));
+    let mut unique = Vec::new();
+    for name in candidates {
+        if !unique.contains(&name) {
+            unique.push(name);
+        }
+    }
+    Ok(unique)
+}
+
+/// Checks that the VHD in `parent` has the unique id `id` its child records.
+fn parent_has_id(parent: &dyn BlockSource, id: &[u8; 16]) -> Result<()> {
+    let size = parent.size();
+    let mut footer = [0u8; 512];
+    if size >= 512 {
+        read_container(parent, size - 512, &mut footer, WHAT)?;
+        if &footer[..8] != b"conectix" {
+            read_container(parent, 0, &mut footer, WHAT)?;
+        }
+    }
+    if &footer[..8] != b"conectix" {
+        return Err(Error::corrupt(
+            "differencing vhd image",
+            "its parent is not a VHD",
+        ));
+    }
+    if footer[68..84] != id[..] {
+        return Err(Error::corrupt(
+            "differencing vhd image",
+            "its parent's unique id does not match the one it was made from",
+        ));
+    }
+    Ok(())
+}
+
+impl Dynamic {
+    /// Reads `out` at `pos` from a block at host `sector` of a differencing disk: sectors whose
+    /// bitmap bit is set from the child, the others from the parent.
+    fn read_with_bitmap(
+        &self,
+        file: &dyn BlockSource,
+        parent: &dyn BlockSource,
+        sector: u32,
+        pos: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let bitmap_at = u64::from(sector) * 512;
+        let in_block = pos % self.block_size;
+        let first = in_block / 512;
+        let last = (in_block + out.len() as u64 - 1) / 512;
+        // Only the bitmap bytes of the sectors read, so the buffer is bounded by `out`.
+        let mut bits = vec![0u8; (last / 8 - first / 8 + 1) as usize];
+        read_container(file, bitmap_at + first / 8, &mut bits, "vhd sector bitmap")?;
+        let present = |s: u64| bits[(s / 8 - first / 8) as usize] & (0x80 >> (s % 8)) != 0;
+        let mut done = 0usize;
+        while done < out.len() {
+            let at = in_block + done as u64;
+            let state = present(at / 512);
+            let mut next = at / 512 + 1;
+            while next <= last && present(next) == state {
+                next += 1;
+            }
+            let end = ((next * 512 - in_block) as usize).min(out.len());
+            let part = &mut out[done..end];
+            if state {
+                let host = bitmap_at + self.bitmap_bytes + at;
+                read_container(file, host, part, "vhd data block")?;
+            } else {
+                read_lower(Some(parent), pos + done as u64, part)?;
+            }
+            done = end;
+        }
+        Ok(())
     }
 }
 
@@ -119,9 +254,13 @@ impl BlockSource for Vhd {
             let run_end = end.min((block + 1) * dy.block_size);
             let out = &mut buf[(pos - offset) as usize..(run_end - offset) as usize];
             // Blocks beyond the table read as zeros, as in qemu (CHS sizing can exceed it).
-            match dy.bat.get(block as usize).copied() {
-                None | Some(UNALLOCATED) => out.fill(0),
-                Some(sector) => {
+            match (dy.bat.get(block as usize).copied(), dy.parent.as_deref()) {
+                (None | Some(UNALLOCATED), parent) => read_lower(parent, pos, out)?,
+                (Some(sector), Some(parent)) => {
+                    dy.read_with_bitmap(&*self.file, parent, sector, pos, out)?;
+                }
+                // Without a parent the sector bitmap is not consulted, as in qemu.
+                (Some(sector), None) => {
                     let host = u64::from(sector) * 512 + dy.bitmap_bytes + pos % dy.block_size;
                     read_container(&*self.file, host, out, "vhd data block")?;
                 }

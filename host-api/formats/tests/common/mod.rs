@@ -27,8 +27,12 @@ impl Rng {
 /// Opens `image` and compares it with `oracle` (qemu-img convert -O raw of the same image):
 /// sha256 over the whole disk read in odd-sized chunks, then random ranges byte for byte.
 pub fn assert_matches_oracle(image: &Path, oracle: &Path) -> Image {
-    let img = open(image, &OpenOptions::default())
-        .unwrap_or_else(|e| panic!("opening {}: {e}", image.display()));
+    assert_matches_oracle_with(image, oracle, &OpenOptions::default())
+}
+
+/// [`assert_matches_oracle`] with the image opened under `opts`.
+pub fn assert_matches_oracle_with(image: &Path, oracle: &Path, opts: &OpenOptions) -> Image {
+    let img = open(image, opts).unwrap_or_else(|e| panic!("opening {}: {e}", image.display()));
     let expected = fs::read(oracle).unwrap_or_else(|e| panic!("reading {}: {e}", oracle.display()));
     assert_eq!(
         img.size(),
