@@ -209,5 +209,8 @@ mod tests {
             assert!(data.iter().all(|&b| b == want), "sector {sector}");
         }
         assert!(open_as_child(&vhdx_parent(), Some(Format::Vhdx)).is_some());
+        let seed = include_bytes!("../seeds/vhdx/diff.vhdx");
+        let img = open_as_child(seed, Some(Format::Vhdx)).expect("the seed opens over p.vhdx");
+        assert_eq!(img.info().backing_chain.len(), 1);
     }
 }
