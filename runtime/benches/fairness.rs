@@ -2,7 +2,8 @@
 //! first on an idle worker, then while another tenant floods the queue (`GK_BENCH_FLOOD`
 //! concurrent clients, default 64, each submitting echo jobs back to back and never
 //! waiting for results, so the flooder always has a deep queue). Target: the quiet tenant's
-//! p50 under flood stays within 2x of its unloaded p50.
+//! p50 under flood stays within 2x of its unloaded p50. `GK_BENCH_FLOOD_SUBMITTING` sets the
+//! flooder's `max_submitting` quota (e.g. 1000000 to see the worker without it).
 //!
 //! Run: `cargo bench -p guestkit-worker --bench fairness`
 
@@ -31,16 +32,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let quick = !std::env::args().any(|a| a == "--bench");
     let samples = env_usize("GK_BENCH_SAMPLES", if quick { 20 } else { 300 });
     let flood = env_usize("GK_BENCH_FLOOD", if quick { 8 } else { 64 });
+    // The flooder's `max_submitting` quota (default: the worker's default); a large value
+    // shows the worker without per-tenant admission.
+    let flood_submitting = std::env::var("GK_BENCH_FLOOD_SUBMITTING")
+        .map(|v| format!("max_submitting = {v}\n"))
+        .unwrap_or_default();
     let data = tempfile::tempdir().expect("tempdir");
     let tenants = data.path().join("tenants.toml");
     std::fs::write(
         &tenants,
         format!(
             "[[tenants]]\nid = \"flood\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n\
-             [tenants.quotas]\nmax_queued = 5000\n\n\
+             [tenants.quotas]\nmax_queued = 5000\n{flood_submitting}\n\
              [[tenants]]\nid = \"quiet\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n",
             hash_token("flood-token"),
             hash_token("quiet-token")

@@ -331,9 +331,13 @@ impl Executor {
         let inner = &self.inner;
         inner.stopping.store(true, Ordering::SeqCst);
         inner.wake.notify_one();
-        let max = inner.config.max_concurrent.max(1) as u32;
-        let all_idle = inner.slots.acquire_many(max);
-        if tokio::time::timeout(grace, all_idle).await.is_err() {
+        // A write cycle already under way may still claim jobs (they are registered as
+        // running here when it commits); the cycles after this flush claim nothing.
+        flush(inner).await;
+        // Waiting on the job slots themselves would queue this task among the writer's
+        // own slot requests for the jobs that cycle claimed, and neither would get them.
+        let until = tokio::time::Instant::now() + grace;
+        if !wait_idle(inner, Some(until)).await {
             let running: Vec<Arc<Active>> = inner
                 .active
                 .lock()
@@ -346,14 +350,35 @@ impl Executor {
             for active in running {
                 active.stop(StopReason::Shutdown);
             }
-            let _ = inner.slots.acquire_many(max).await;
+            wait_idle(inner, None).await;
         }
         tasks.heartbeat.abort();
         // Every job task has queued its completion; wait until all of it is written.
-        let (tx, rx) = oneshot::channel();
-        let _ = inner.events.send(EventMsg::Flush(tx)).await;
-        let _ = rx.await;
+        flush(inner).await;
         tasks.writer.abort();
+    }
+}
+
+/// Waits until the writer has committed everything sent to it before this call.
+async fn flush(inner: &Inner) {
+    let (tx, rx) = oneshot::channel();
+    if inner.events.send(EventMsg::Flush(tx)).await.is_ok() {
+        let _ = rx.await;
+    }
+}
+
+/// Waits until no job is running here (each one's outcome durable), or `until` passes;
+/// says whether it is so.
+async fn wait_idle(inner: &Inner, until: Option<tokio::time::Instant>) -> bool {
+    loop {
+        let idle = inner.active.lock().map(|a| a.is_empty()).unwrap_or(true);
+        if idle {
+            return true;
+        }
+        if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

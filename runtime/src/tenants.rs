@@ -24,6 +24,7 @@
 //! memory_mib = 512          # per job
 //! timeout_seconds = 600     # longest timeout a job may ask for
 //! max_image_gib = 64        # largest image (virtual size) a job may be granted
+//! max_submitting = 8        # submissions of this tenant admitted at once (default 8); more wait
 //! ```
 
 use crate::grants::ImagePolicy;
@@ -40,6 +41,8 @@ use subtle::ConstantTimeEq;
 pub const DEFAULT_TENANT: &str = "default";
 /// Longest tenant id.
 const MAX_ID: usize = 64;
+/// Submissions of one tenant admitted at once when its quotas do not say.
+pub const DEFAULT_MAX_SUBMITTING: u32 = 8;
 
 /// Per-tenant limits; `None` leaves the worker-wide setting in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +59,9 @@ pub struct Quotas {
     pub timeout: Option<Duration>,
     /// Largest virtual size of an image a job may be granted, bytes.
     pub max_image_bytes: Option<u64>,
+    /// Submissions of the tenant admitted at once (parsed, checked, stored); more wait
+    /// their turn without using the worker's CPU. `None`: no limit (single-tenant).
+    pub max_submitting: Option<u32>,
 }
 
 /// One tenant.
@@ -69,9 +75,20 @@ pub struct Tenant {
     pub images: ImagePolicy,
     /// Its limits.
     pub quotas: Quotas,
+    /// Permits for `quotas.max_submitting`.
+    submit_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Tenant {
+    /// Waits for this tenant's turn to submit (see [`Quotas::max_submitting`]); the
+    /// submission holds the permit until it is stored. A tenant that floods the API thus
+    /// queues behind itself: its waiting requests are parked, not competing with other
+    /// tenants' requests for the CPU or for room in the store's write cycle.
+    pub async fn submit_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let gate = self.submit_gate.clone()?;
+        gate.acquire_owned().await.ok()
+    }
+
     /// Whether this tenant may run the shared handler `name` serving `operation`.
     pub fn may_run(&self, name: &str, operation: &str) -> bool {
         match &self.handlers {
@@ -120,6 +137,7 @@ impl Tenants {
             handlers: None,
             images,
             quotas: Quotas::default(),
+            submit_gate: None,
         });
         Tenants {
             by_id: HashMap::from([(DEFAULT_TENANT.to_string(), tenant)]),
@@ -195,17 +213,26 @@ impl Tenants {
                 timeout: positive("timeout_seconds", q.timeout_seconds)?.map(Duration::from_secs),
                 max_image_bytes: positive("max_image_gib", q.max_image_gib)?
                     .map(|g| g.saturating_mul(1024 * 1024 * 1024)),
+                max_submitting: Some(
+                    positive("max_submitting", q.max_submitting)?
+                        .map(|v| u32::try_from(v).unwrap_or(u32::MAX).min(1 << 20))
+                        .unwrap_or(DEFAULT_MAX_SUBMITTING),
+                ),
             };
             let handlers = if t.handlers.iter().any(|h| h == "*") {
                 None
             } else {
                 Some(t.handlers)
             };
+            let submit_gate = quotas
+                .max_submitting
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize)));
             let tenant = Arc::new(Tenant {
                 id: t.id.clone(),
                 handlers,
                 images,
                 quotas,
+                submit_gate,
             });
             for hash in hashes {
                 tokens.push((hash, tenant.clone()));
@@ -337,6 +364,7 @@ struct QuotaEntry {
     memory_mib: Option<u64>,
     timeout_seconds: Option<u64>,
     max_image_gib: Option<u64>,
+    max_submitting: Option<u64>,
 }
 
 #[cfg(test)]
@@ -360,6 +388,7 @@ handlers = ["*"]
 max_concurrent = 2
 max_queued = 10
 memory_mib = 64
+max_submitting = 2
 "#,
             hash_token("acme-token"),
             hash_token("globex-1"),
@@ -390,6 +419,28 @@ memory_mib = 64
             tenants.concurrency_caps(),
             vec![("acme".into(), u32::MAX), ("globex".into(), 2)]
         );
+    }
+
+    #[tokio::test]
+    async fn submissions_take_turns_per_tenant() {
+        let tenants = Tenants::parse(&file(""), &[]).expect("parse");
+        let acme = tenants.get("acme").expect("acme");
+        let globex = tenants.get("globex").expect("globex");
+        assert_eq!(acme.quotas.max_submitting, Some(DEFAULT_MAX_SUBMITTING));
+        assert_eq!(globex.quotas.max_submitting, Some(2));
+        let first = globex.submit_turn().await.expect("turn 1");
+        let _second = globex.submit_turn().await.expect("turn 2");
+        // A third globex submission waits; acme's own turns are unaffected.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), globex.submit_turn());
+        assert!(waiting.await.is_err(), "a third turn was given");
+        let _acme = acme.submit_turn().await.expect("acme's turn");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), globex.submit_turn());
+        assert!(third.await.expect("turn after a release").is_some());
+        // Single-tenant workers do not gate submissions.
+        let single = Tenants::single(ImagePolicy::default());
+        let only = single.get(DEFAULT_TENANT).expect("default");
+        assert!(only.submit_turn().await.is_none());
     }
 
     #[test]
@@ -426,6 +477,10 @@ memory_mib = 64
             (
                 "[[tenants]]\nid = \"a\"\ntoken_hashes = [\"0000000000000000000000000000000000000000000000000000000000000000\"]\n[tenants.quotas]\nfuel = 0",
                 "quotas.fuel",
+            ),
+            (
+                "[[tenants]]\nid = \"a\"\ntoken_hashes = [\"0000000000000000000000000000000000000000000000000000000000000000\"]\n[tenants.quotas]\nmax_submitting = 0",
+                "quotas.max_submitting",
             ),
         ];
         for (text, want) in bad {

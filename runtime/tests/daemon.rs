@@ -644,6 +644,61 @@ async fn sigterm_finishes_running_jobs_or_releases_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_a_stream_of_submissions_exits_promptly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long grace: a shutdown that waits for it (instead of for the jobs) fails the test.
+    let args = ["--max-concurrent", "3", "--shutdown-grace", "60"];
+    let mut daemon = Daemon::start(dir.path(), &opts(&args));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut submitters = Vec::new();
+    for c in 0..8 {
+        let (url, stop) = (format!("{}/api/v1/jobs", daemon.api), stop.clone());
+        submitters.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut ids = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let doc = short("echo", json!({"c": c, "n": n}));
+                n += 1;
+                // Accepted jobs are counted; refusals and cut connections while the
+                // worker stops are not.
+                let Ok(r) = client.post(&url).json(&doc).send().await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                if r.status().as_u16() == 201 {
+                    if let Ok(job) = r.json::<Value>().await {
+                        ids.push(job["id"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+            ids
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Submissions, claims and completions are all under way when the signal comes.
+    let started = Instant::now();
+    let code = tokio::task::block_in_place(|| daemon.terminate(Duration::from_secs(30)));
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut ids = Vec::new();
+    for s in submitters {
+        ids.extend(s.await.unwrap());
+    }
+    assert_eq!(code, Some(0), "{}", daemon.log());
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert!(ids.len() > 20, "only {} jobs were accepted", ids.len());
+
+    let daemon = Daemon::start(dir.path(), &opts(&args));
+    let http = daemon.http();
+    for id in &ids {
+        let result = http.result(id).await;
+        assert_eq!(result["status"], "succeeded", "{id}: {result}");
+        assert_eq!(result["attempt"], 1, "{id}: {result}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_jobs_queued_and_running_then_every_job_finishes_once() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--max-concurrent", "2", "--lease-seconds", "1.5"];
