@@ -100,7 +100,7 @@ fn main() {
         for _ in 0..10 {
             quiet_job(&http, &base).await;
         }
-        let idle = measure(&http, &base, samples).await;
+        let (idle, idle_submits) = measure(&http, &base, samples).await;
         let stop = Arc::new(AtomicBool::new(false));
         let flooded = Arc::new(AtomicUsize::new(0));
         let mut flooders = Vec::new();
@@ -128,7 +128,7 @@ fn main() {
         // Let the flood build a queue first.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let queued_before = queued(&http, &base).await;
-        let loaded = measure(&http, &base, samples).await;
+        let (loaded, loaded_submits) = measure(&http, &base, samples).await;
         let queued_after = queued(&http, &base).await;
         stop.store(true, Ordering::Relaxed);
         for f in flooders {
@@ -149,6 +149,11 @@ fn main() {
             flooded.load(Ordering::Relaxed)
         );
         println!(
+            "of which the submit request: p50 {:.2} ms idle, {:.2} ms under flood",
+            p50(&idle_submits),
+            p50(&loaded_submits)
+        );
+        println!(
             "ratio p50 loaded/idle: {:.2} (target <= 2.0)",
             p50(&loaded) / p50(&idle).max(1e-9)
         );
@@ -157,17 +162,22 @@ fn main() {
     let _ = server_rt.block_on(server);
 }
 
-async fn measure(http: &reqwest::Client, base: &str, n: usize) -> Vec<Duration> {
+/// Submit-to-result latencies, sorted, and the submit requests' own latencies, sorted.
+async fn measure(http: &reqwest::Client, base: &str, n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let mut v = Vec::with_capacity(n);
+    let mut submits = Vec::with_capacity(n);
     for _ in 0..n {
-        v.push(quiet_job(http, base).await);
+        let (total, submit) = quiet_job(http, base).await;
+        v.push(total);
+        submits.push(submit);
     }
     v.sort();
-    v
+    submits.sort();
+    (v, submits)
 }
 
-/// One echo job of the quiet tenant, submit to result.
-async fn quiet_job(http: &reqwest::Client, base: &str) -> Duration {
+/// One echo job of the quiet tenant: submit to result, and the submit request alone.
+async fn quiet_job(http: &reqwest::Client, base: &str) -> (Duration, Duration) {
     let started = Instant::now();
     let job: serde_json::Value = http
         .post(format!("{base}/jobs"))
@@ -179,6 +189,7 @@ async fn quiet_job(http: &reqwest::Client, base: &str) -> Duration {
         .json()
         .await
         .expect("submit answer");
+    let submitted = started.elapsed();
     let id = job["id"].as_str().expect("job id");
     loop {
         let r = http
@@ -188,7 +199,7 @@ async fn quiet_job(http: &reqwest::Client, base: &str) -> Duration {
             .await
             .expect("result");
         if r.status().as_u16() == 200 {
-            return started.elapsed();
+            return (started.elapsed(), submitted);
         }
     }
 }

@@ -295,6 +295,7 @@ async fn submit_job(
             "the worker is shutting down",
         ));
     }
+    crate::service::refuse_if_queue_full(&caller.0)?;
     // This tenant's turn: its other submissions beyond its quota wait here, parked.
     let turn = caller.0.submit_turn().await;
     let remote = Some(peer.ip().to_string());

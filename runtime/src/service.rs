@@ -273,6 +273,7 @@ impl JobService {
         tenant: &Tenant,
         remote: Option<&str>,
     ) -> Result<Submitted, ApiError> {
+        refuse_if_queue_full(tenant)?;
         let job = self.admit(body, tenant, remote)?;
         if self.queued.load(Ordering::Relaxed) >= self.config.max_queued as i64 {
             return Err(ApiError::new(
@@ -286,11 +287,10 @@ impl JobService {
         }
         let operation = job.operation.clone();
         let submitted = self.executor.submit(job).await.map_err(|e| match e {
-            SubmitError::Store(StoreError::QuotaExceeded { limit, .. }) => ApiError::new(
-                429,
-                "quota_exceeded",
-                format!("this tenant already has {limit} jobs queued, its quota; retry later"),
-            ),
+            SubmitError::Store(StoreError::QuotaExceeded { limit, .. }) => {
+                tenant.queue_was_full(now_ms());
+                queue_quota_error(limit)
+            }
             SubmitError::Store(e) => ApiError::from(e),
             SubmitError::Unavailable(message) => {
                 tracing::error!(error = %message, "storing a submitted job failed");
@@ -348,6 +348,23 @@ impl JobService {
             }
         }
     }
+}
+
+/// 429 straight away when the store found `tenant`'s queue full moments ago.
+pub fn refuse_if_queue_full(tenant: &Tenant) -> Result<(), ApiError> {
+    match tenant.quotas.max_queued {
+        Some(limit) if tenant.queue_full_for(now_ms()) => Err(queue_quota_error(limit)),
+        _ => Ok(()),
+    }
+}
+
+/// 429 for a tenant at its queue quota.
+fn queue_quota_error(limit: u64) -> ApiError {
+    ApiError::new(
+        429,
+        "quota_exceeded",
+        format!("this tenant already has {limit} jobs queued, its quota; retry later"),
+    )
 }
 
 /// Builds the row to store from a validated spec.

@@ -77,9 +77,34 @@ pub struct Tenant {
     pub quotas: Quotas,
     /// Permits for `quotas.max_submitting`.
     submit_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Until when (unix ms) submissions are refused without a store round trip because the
+    /// store just found this tenant's queue full (see [`Tenant::queue_full_for`]).
+    queue_full_until: std::sync::atomic::AtomicI64,
 }
 
 impl Tenant {
+    /// How long, after the store refused a submission because this tenant's queue was
+    /// full, further submissions are refused straight away: a tenant hammering the API at
+    /// its queue quota then costs a header check per request, not a write cycle. The store's
+    /// check stays the exact one; this only answers "retry later" a little early.
+    pub const QUEUE_FULL_HOLD_MS: i64 = 100;
+
+    /// Notes that the store found this tenant's queue full at `now_ms`.
+    pub fn queue_was_full(&self, now_ms: i64) {
+        self.queue_full_until.store(
+            now_ms.saturating_add(Self::QUEUE_FULL_HOLD_MS),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Whether the store found this tenant's queue full in the last moments.
+    pub fn queue_full_for(&self, now_ms: i64) -> bool {
+        now_ms
+            < self
+                .queue_full_until
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits for this tenant's turn to submit (see [`Quotas::max_submitting`]); the
     /// submission holds the permit until it is stored. A tenant that floods the API thus
     /// queues behind itself: its waiting requests are parked, not competing with other
@@ -138,6 +163,7 @@ impl Tenants {
             images,
             quotas: Quotas::default(),
             submit_gate: None,
+            queue_full_until: Default::default(),
         });
         Tenants {
             by_id: HashMap::from([(DEFAULT_TENANT.to_string(), tenant)]),
@@ -233,6 +259,7 @@ impl Tenants {
                 images,
                 quotas,
                 submit_gate,
+                queue_full_until: Default::default(),
             });
             for hash in hashes {
                 tokens.push((hash, tenant.clone()));
@@ -441,6 +468,19 @@ max_submitting = 2
         let single = Tenants::single(ImagePolicy::default());
         let only = single.get(DEFAULT_TENANT).expect("default");
         assert!(only.submit_turn().await.is_none());
+    }
+
+    #[test]
+    fn a_full_queue_is_remembered_briefly() {
+        let tenants = Tenants::parse(&file(""), &[]).expect("parse");
+        let globex = tenants.get("globex").expect("globex");
+        assert!(!globex.queue_full_for(1_000));
+        globex.queue_was_full(1_000);
+        assert!(globex.queue_full_for(1_000));
+        assert!(globex.queue_full_for(1_000 + Tenant::QUEUE_FULL_HOLD_MS - 1));
+        assert!(!globex.queue_full_for(1_000 + Tenant::QUEUE_FULL_HOLD_MS));
+        // Per tenant.
+        assert!(!tenants.get("acme").expect("acme").queue_full_for(1_000));
     }
 
     #[test]
