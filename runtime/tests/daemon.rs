@@ -666,10 +666,10 @@ async fn sigterm_under_a_stream_of_submissions_exits_promptly_and_loses_nothing(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
-                if r.status().as_u16() == 201 {
-                    if let Ok(job) = r.json::<Value>().await {
-                        ids.push(job["id"].as_str().unwrap().to_string());
-                    }
+                if r.status().as_u16() == 201
+                    && let Ok(job) = r.json::<Value>().await
+                {
+                    ids.push(job["id"].as_str().unwrap().to_string());
                 }
             }
             ids
