@@ -7,7 +7,9 @@
 //!
 //! Run: `cargo bench -p guestkit-worker --bench fairness`
 
-use guestkit_worker::daemon::{self, DaemonConfig};
+mod common;
+
+use common::{env_usize, percentile};
 use guestkit_worker::tenants::hash_token;
 use serde_json::json;
 use std::sync::Arc;
@@ -16,20 +18,6 @@ use std::time::{Duration, Instant};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
 
 fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -60,41 +48,13 @@ fn main() {
         ),
     )
     .expect("tenants file");
-    let mut config = DaemonConfig::new(data.path().join("data"));
-    config.listen = "127.0.0.1:0".parse().expect("literal address");
-    config.metrics_listen = None;
+    let mut config = common::config(data.path().join("data"));
     config.tenants_file = Some(tenants);
     config.executor.max_concurrent = env_usize("GK_BENCH_CONCURRENT", 4);
     config.service.max_queued = 1_000_000;
-    config.cache_dir = Some(std::env::temp_dir().join("guestkit-bench-cache"));
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = server_rt.spawn(async move {
-        daemon::run(
-            config,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |api, _| {
-                let _ = addr_tx.send(api);
-            },
-        )
-        .await
-    });
-    let api = addr_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("worker ready");
-    let base = format!("http://{api}/api/v1");
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let worker = common::Worker::start(config);
+    let base = worker.base.clone();
+    let client_rt = common::client_runtime();
     client_rt.block_on(async move {
         let http = reqwest::Client::new();
         for _ in 0..10 {
@@ -158,8 +118,7 @@ fn main() {
             p50(&loaded) / p50(&idle).max(1e-9)
         );
     });
-    let _ = stop_tx.send(());
-    let _ = server_rt.block_on(server);
+    worker.stop();
 }
 
 /// Submit-to-result latencies, sorted, and the submit requests' own latencies, sorted.

@@ -16,7 +16,9 @@
 //!
 //! Run: `cargo bench -p guestkit-worker --bench http_jobs`
 
-use guestkit_worker::daemon::{self, DaemonConfig};
+mod common;
+
+use common::{env_usize, percentile};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,25 +27,10 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 struct Figures {
     jobs: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,47 +44,16 @@ fn run(name: &str, database_url: Option<String>, mode: Mode) -> Figures {
     let jobs = env_usize("GK_BENCH_JOBS", 20_000);
     let clients = env_usize("GK_BENCH_CLIENTS", 32);
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = DaemonConfig::new(data.path().to_path_buf());
-    config.listen = "127.0.0.1:0".parse().expect("literal address");
-    config.metrics_listen = None;
+    let mut config = common::config(data.path().to_path_buf());
     config.database_url = database_url;
     config.executor.max_concurrent = env_usize("GK_BENCH_CONCURRENT", 32);
     if let Ok(ms) = std::env::var("GK_BENCH_POLL_MS") {
         config.executor.poll_interval =
             Duration::from_millis(ms.parse().expect("GK_BENCH_POLL_MS"));
     }
-    config.cache_dir = Some(std::env::temp_dir().join("guestkit-bench-cache"));
-
-    // The worker gets its own runtime, like a separate process would.
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = server_rt.spawn(async move {
-        daemon::run(
-            config,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |api, _| {
-                let _ = addr_tx.send(api);
-            },
-        )
-        .await
-    });
-    let api = addr_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("worker ready");
-    let base = format!("http://{api}/api/v1");
-
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let worker = common::Worker::start(config);
+    let base = worker.base.clone();
+    let client_rt = common::client_runtime();
     let figures = client_rt.block_on(async move {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(clients)
@@ -160,11 +116,7 @@ fn run(name: &str, database_url: Option<String>, mode: Mode) -> Figures {
             latencies,
         }
     });
-    let _ = stop_tx.send(());
-    server_rt
-        .block_on(server)
-        .expect("server task")
-        .expect("worker run");
+    worker.stop();
     println!(
         "{name:<10} {:<9} {} jobs in {:.2} s: {:.0} jobs/s; submit-to-result p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms ({clients} clients)",
         format!("{mode:?}").to_lowercase(),
@@ -182,14 +134,7 @@ fn run(name: &str, database_url: Option<String>, mode: Mode) -> Figures {
 async fn one_job(http: &reqwest::Client, base: &str, i: usize, mode: Mode) -> Duration {
     let started = Instant::now();
     if mode == Mode::Wait {
-        let response = http
-            .post(format!("{base}/jobs?wait=30"))
-            .json(&json!({"operation": "echo", "payload": {"i": i}}))
-            .send()
-            .await
-            .expect("submit");
-        assert_eq!(response.status().as_u16(), 201, "submit failed");
-        let job: serde_json::Value = response.json().await.expect("submit answer");
+        let job = post_job(http, &format!("{base}/jobs?wait=30"), i).await;
         match job["result"]["status"].as_str() {
             Some(status) => assert_eq!(status, "succeeded", "{job}"),
             None => wait_result(http, base, job["id"].as_str().expect("job id")).await,
@@ -203,15 +148,20 @@ async fn one_job(http: &reqwest::Client, base: &str, i: usize, mode: Mode) -> Du
 
 /// Submits one echo job; returns its id.
 async fn submit(http: &reqwest::Client, base: &str, i: usize) -> String {
+    let job = post_job(http, &format!("{base}/jobs"), i).await;
+    job["id"].as_str().expect("job id").to_string()
+}
+
+/// POSTs echo job `i` to `url`; returns the 201 answer.
+async fn post_job(http: &reqwest::Client, url: &str, i: usize) -> serde_json::Value {
     let response = http
-        .post(format!("{base}/jobs"))
+        .post(url)
         .json(&json!({"operation": "echo", "payload": {"i": i}}))
         .send()
         .await
         .expect("submit");
     assert_eq!(response.status().as_u16(), 201, "submit failed");
-    let job: serde_json::Value = response.json().await.expect("submit answer");
-    job["id"].as_str().expect("job id").to_string()
+    response.json().await.expect("submit answer")
 }
 
 /// Long-polls a job's result until it is there.

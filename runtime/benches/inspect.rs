@@ -8,17 +8,11 @@
 //!
 //! Run: `cargo bench -p guestkit-worker --bench inspect`
 
-use guestkit_worker::daemon::{self, DaemonConfig};
+mod common;
+
+use common::percentile;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn main() {
     let jobs: usize = std::env::var("GK_BENCH_JOBS")
@@ -27,35 +21,10 @@ fn main() {
         .unwrap_or(50);
     let fixtures = guestkit_fixtures::build("guest-debian");
     let data = tempfile::tempdir().expect("tempdir");
-    let mut config = DaemonConfig::new(data.path().to_path_buf());
-    config.listen = "127.0.0.1:0".parse().expect("literal address");
-    config.metrics_listen = None;
+    let mut config = common::config(data.path().to_path_buf());
     config.image_roots = vec![fixtures.clone()];
-    config.cache_dir = Some(std::env::temp_dir().join("guestkit-bench-cache"));
-
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = server_rt.spawn(async move {
-        daemon::run(
-            config,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |api, _| {
-                let _ = addr_tx.send(api);
-            },
-        )
-        .await
-    });
-    let api = addr_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("worker ready");
-    let base = format!("http://{api}/api/v1");
+    let worker = common::Worker::start(config);
+    let base = worker.base.clone();
 
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -80,11 +49,7 @@ fn main() {
         handler_times.sort();
         (latencies, handler_times, apps)
     });
-    let _ = stop_tx.send(());
-    server_rt
-        .block_on(server)
-        .expect("server task")
-        .expect("worker run");
+    worker.stop();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "inspect debian.qcow2 ({apps} applications), {jobs} jobs: submit-to-result p50 {:.1} ms, \
