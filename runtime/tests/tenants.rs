@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Daemon, Opts, metric};
+use common::{Daemon, Http, Opts, metric};
 use guestkit_worker::tenants::hash_token;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -104,72 +104,6 @@ max_queued = 20
     }
 }
 
-/// A client acting as one tenant (or with no or a wrong token).
-#[derive(Clone)]
-struct As {
-    base: String,
-    token: Option<&'static str>,
-    http: reqwest::Client,
-}
-
-impl As {
-    fn new(daemon: &Daemon, token: Option<&'static str>) -> As {
-        As {
-            base: format!("{}/api/v1", daemon.api),
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let request = match self.token {
-            Some(t) => request.bearer_auth(t),
-            None => request,
-        };
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
-    }
-
-    async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/json")
-                .body(body),
-        )
-        .await
-    }
-
-    async fn submit(&self, doc: &Value) -> String {
-        let (status, body) = self.post("/jobs", doc).await;
-        assert_eq!(status, 201, "submit {doc}: {body}");
-        body["id"].as_str().unwrap().to_string()
-    }
-
-    async fn result(&self, id: &str) -> Value {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, body) = self.get(&format!("/jobs/{id}/result?wait=20")).await;
-            match status {
-                200 => return body,
-                409 if Instant::now() < until => continue,
-                _ => panic!("result of {id}: {status} {body}"),
-            }
-        }
-    }
-}
-
 fn job(operation: &str, payload: Value) -> Value {
     json!({"operation": operation, "payload": payload})
 }
@@ -189,10 +123,10 @@ fn assert_error(status: u16, body: &Value, want_status: u16, want_field: Option<
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_and_cross_tenant_access_on_every_endpoint() {
     let w = world();
-    let alpha = As::new(&w.daemon, Some(ALPHA));
-    let beta = As::new(&w.daemon, Some(BETA));
-    let nobody = As::new(&w.daemon, None);
-    let forger = As::new(&w.daemon, Some("alpha-secret-token-but-not-quite"));
+    let alpha = w.daemon.http_as(Some(ALPHA));
+    let beta = w.daemon.http_as(Some(BETA));
+    let nobody = w.daemon.http_as(None);
+    let forger = w.daemon.http_as(Some("alpha-secret-token-but-not-quite"));
 
     // Health and the API description are public (probes); everything else needs a token.
     assert_eq!(nobody.get("/health").await.0, 200);
@@ -282,7 +216,9 @@ async fn tokens_and_cross_tenant_access_on_every_endpoint() {
     }
 
     // Malformed and oversize requests from an authenticated tenant.
-    let (status, body) = alpha.post_raw("/jobs", b"{not json".to_vec()).await;
+    let (status, body) = alpha
+        .post_raw("/jobs", b"{not json".to_vec(), "application/json")
+        .await;
     assert_error(status, &body, 400, None);
     let (status, body) = alpha
         .post(
@@ -347,9 +283,9 @@ async fn tokens_and_cross_tenant_access_on_every_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn images_resolve_only_inside_the_tenants_roots() {
     let w = world();
-    let alpha = As::new(&w.daemon, Some(ALPHA));
-    let beta = As::new(&w.daemon, Some(BETA));
-    let gamma = As::new(&w.daemon, Some(GAMMA));
+    let alpha = w.daemon.http_as(Some(ALPHA));
+    let beta = w.daemon.http_as(Some(BETA));
+    let gamma = w.daemon.http_as(Some(GAMMA));
     // Admitted: a regular file under alpha's root, relative or absolute.
     alpha.submit(&with_image("echo", "a.img")).await;
     alpha
@@ -359,7 +295,7 @@ async fn images_resolve_only_inside_the_tenants_roots() {
         ))
         .await;
     let b_abs = w.images_b.join("b.img");
-    let attacks: Vec<(&As, String)> = vec![
+    let attacks: Vec<(&Http, String)> = vec![
         (&alpha, b_abs.display().to_string()),
         (&alpha, "../images-b/b.img".into()),
         (
@@ -383,13 +319,13 @@ async fn images_resolve_only_inside_the_tenants_roots() {
     // Nothing of the refused jobs was stored.
     let (_, list) = alpha.get("/jobs").await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 2, "{list}");
-    assert_eq!(As::new(&w.daemon, Some(BETA)).get("/health").await.0, 200);
+    assert_eq!(w.daemon.http_as(Some(BETA)).get("/health").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_job_quotas_stop_handlers_that_try_to_exceed_them() {
     let w = world();
-    let alpha = As::new(&w.daemon, Some(ALPHA));
+    let alpha = w.daemon.http_as(Some(ALPHA));
     // Time: a job may not ask for more than the tenant's 5 s.
     let (status, body) = alpha
         .post(
@@ -446,9 +382,9 @@ async fn per_job_quotas_stop_handlers_that_try_to_exceed_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_submissions_from_several_tenants_respect_quotas_and_lose_nothing() {
     let w = world();
-    let alpha = As::new(&w.daemon, Some(ALPHA));
-    let beta = As::new(&w.daemon, Some(BETA));
-    let gamma = As::new(&w.daemon, Some(GAMMA));
+    let alpha = w.daemon.http_as(Some(ALPHA));
+    let beta = w.daemon.http_as(Some(BETA));
+    let gamma = w.daemon.http_as(Some(GAMMA));
     // Gamma runs one job at a time and may queue 20: park it behind a slow job first.
     let blocker = gamma
         .submit(&job("hostile.sleep", json!({"ms": 3000})))

@@ -124,9 +124,15 @@ impl Daemon {
 
     /// A client for this daemon's API.
     pub fn http(&self) -> Http {
+        self.http_as(None)
+    }
+
+    /// A client for this daemon's API presenting `token` as a bearer token (or none).
+    pub fn http_as(&self, token: Option<&str>) -> Http {
         Http {
             base: self.api.clone(),
             client: reqwest::Client::new(),
+            token: token.map(String::from),
         }
     }
 
@@ -162,18 +168,24 @@ fn unique() -> String {
 pub struct Http {
     pub base: String,
     pub client: reqwest::Client,
+    /// Bearer token sent with every request, if any.
+    pub token: Option<String>,
 }
 
 impl Http {
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}/api/v1{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let r = request.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}/api/v1{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -182,16 +194,12 @@ impl Http {
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> (u16, Value) {
-        let r = self
+        let request = self
             .client
             .post(format!("{}/api/v1{path}", self.base))
             .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+            .body(body);
+        self.send(request).await
     }
 
     /// Submits and asserts 201; returns the job id.
