@@ -666,9 +666,26 @@ async fn windows_from_its_registry_hives() {
         let loc = json!({"image": image, "volume": volume, "subvolume": null});
         assert_eq!(os["root"], loc);
         assert_eq!(os["filesystems"][0]["type"], disk["filesystem"]);
-        let mut want = exp["drive_mappings"]["C"].clone();
-        want["location"] = loc.clone();
-        assert_eq!(os["drive_mappings"], json!({"C": want}), "{ctx}");
+        // Every `\DosDevices\X:` disk blob the registry holds, by letter; those the
+        // recipe mapped to the NTFS partition resolve to it, the others (D:, a disk this image
+        // is not) to null.
+        let mapped = disk["drive_letters"].as_array().unwrap();
+        let mut want = exp["drive_mappings"].clone();
+        for (letter, m) in want.as_object_mut().unwrap() {
+            m["location"] = if mapped.contains(&json!(letter)) {
+                loc.clone()
+            } else {
+                Value::Null
+            };
+        }
+        assert_eq!(os["drive_mappings"], want, "{ctx}");
+        // libguestfs' one Windows mountpoint: the root as `/`, here named by its drive letter.
+        assert_eq!(
+            os["mountpoints"],
+            json!([{"mountpoint": "/", "spec": format!("{}:", mapped[0].as_str().unwrap()),
+                    "fs_type": disk["filesystem"], "options": "", "location": loc}]),
+            "{ctx}"
+        );
         let want_apps: Vec<Value> = exp["applications"]
             .as_array()
             .unwrap()

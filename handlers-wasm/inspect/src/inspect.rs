@@ -318,6 +318,24 @@ fn inspect_windows(
     });
     let resolve = |m: &winreg::DriveMapping| resolve_drive(m, image_index, images);
     windows::inspect(g, system_root, &mut os, options, &resolve);
+    // libguestfs' only Windows mountpoint: the root as `/`. Windows names it by the drive
+    // letter MountedDevices maps to it (C: when none does).
+    let letter = os
+        .drive_mappings
+        .iter()
+        .find(|(_, m)| {
+            m.location
+                .as_ref()
+                .is_some_and(|l| l.image == root.image && l.volume == root.volume)
+        })
+        .map_or("C", |(letter, _)| letter.as_str());
+    os.mountpoints.push(Mountpoint {
+        mountpoint: "/".into(),
+        spec: format!("{letter}:"),
+        fs_type: root_vol.and_then(|v| v.fs_type.clone()).unwrap_or_default(),
+        options: String::new(),
+        location: Some(root.clone()),
+    });
     os.root = Some(root);
     os
 }

@@ -289,8 +289,8 @@ pub fn software_win10() -> Vec<u8> {
     hive(&node("ROOT", vec![], vec![microsoft]))
 }
 
-/// A SYSTEM hive with two control sets, a GPT C: and no Tcpip hostname (so the NetBIOS name is
-/// used).
+/// A SYSTEM hive with two control sets, a GPT C:, an MBR G:, `MountedDevices` values that are
+/// not disk locations, and no Tcpip hostname (so the NetBIOS name is used).
 pub fn system_gpt() -> Vec<u8> {
     let mut gpt = b"DMIO:ID:".to_vec();
     gpt.extend_from_slice(&[
@@ -336,6 +336,24 @@ pub fn system_gpt() -> Vec<u8> {
                 vec![
                     (r"\DosDevices\C:", REG_BINARY, gpt),
                     (r"\DosDevices\D:", REG_SZ, sz("not binary")),
+                    // 13 bytes: neither an MBR location nor a GPT one.
+                    (r"\DosDevices\E:", REG_BINARY, vec![0x31; 13]),
+                    (
+                        r"\DosDevices\F:",
+                        REG_BINARY,
+                        sz(r"\??\IDE#CdRomQEMU#5&1&0&0"),
+                    ),
+                    (
+                        r"\??\Volume{00000000-1111-2222-3333-444455556666}",
+                        REG_BINARY,
+                        vec![1, 2, 3, 4, 0, 0, 0x10, 0, 0, 0, 0, 0],
+                    ),
+                    // Any case, as Windows compares names.
+                    (
+                        r"\dosdevices\g:",
+                        REG_BINARY,
+                        vec![0xc4, 0x91, 0x3e, 0x7a, 0, 0, 0x10, 0, 0, 0, 0, 0],
+                    ),
                 ],
                 vec![],
             ),

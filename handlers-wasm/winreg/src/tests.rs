@@ -34,11 +34,24 @@ fn facts_from_built_hives() {
     assert_eq!(facts.current_control_set.as_deref(), Some("ControlSet002"));
     assert_eq!(facts.hostname.as_deref(), Some("DESKTOP-GPT"));
     assert_eq!(facts.arch.as_deref(), Some("aarch64"));
-    assert_eq!(facts.drive_mappings.len(), 1);
+    // D: (a string), E: (13 bytes), F: (a CD-ROM path) and the volume GUID name are skipped.
+    assert_eq!(
+        facts.drive_mappings.keys().collect::<Vec<_>>(),
+        ["C", "G"],
+        "{:?}",
+        facts.drive_mappings
+    );
     assert_eq!(
         facts.drive_mappings.get("C"),
         Some(&DriveMapping::Gpt {
             partition_guid: "12345678-9abc-def0-0123-456789abcdef".into()
+        })
+    );
+    assert_eq!(
+        facts.drive_mappings.get("G"),
+        Some(&DriveMapping::Mbr {
+            disk_signature: "7a3e91c4".into(),
+            offset: 0x10_0000
         })
     );
     // 40 applications behind an ri index of li lists, in list order.

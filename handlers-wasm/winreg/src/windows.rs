@@ -467,6 +467,14 @@ mod tests {
         );
         assert_eq!(parse_mounted_device(b"DMIO:ID:short"), None);
         assert_eq!(parse_mounted_device(&[0; 11]), None);
+        assert_eq!(parse_mounted_device(&[0; 13]), None);
+        assert_eq!(parse_mounted_device(&gpt[..23]), None);
+        // A CD-ROM's blob: a UTF-16LE device path.
+        let cdrom: Vec<u8> = r"\??\IDE#CdRomQEMU"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(parse_mounted_device(&cdrom), None);
         assert_eq!(parse_mounted_device(&[]), None);
     }
 
