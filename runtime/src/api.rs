@@ -200,28 +200,36 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// `?wait=SECONDS` of a submission or of a result request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubmitParams {
+struct WaitParams {
     /// Seconds to wait for the job to finish before answering.
     wait: Option<f64>,
 }
 
-/// The `wait` a submission asks for: `?wait=SECONDS`, or RFC 7240's `Prefer: wait=SECONDS`
-/// (the query wins). `None` when neither is given; the second value says whether the
-/// answer should carry `Preference-Applied`.
-fn submit_wait(
-    params: Result<Query<SubmitParams>, QueryRejection>,
-    headers: &HeaderMap,
-) -> Result<Option<(Duration, bool)>, ApiError> {
+/// The `wait` query parameter, if given; 400 naming the offending parameter otherwise.
+fn wait_param(
+    params: Result<Query<WaitParams>, QueryRejection>,
+) -> Result<Option<Duration>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError {
         status: 400,
         code: "invalid_query",
         field: query_field(&e.body_text()).or(Some("wait".into())),
         message: e.body_text(),
     })?;
-    if let Some(w) = params.wait {
-        return wait_seconds(w, "wait").map(|d| Some((d, false)));
+    params.wait.map(|w| wait_seconds(w, "wait")).transpose()
+}
+
+/// The `wait` a submission asks for: `?wait=SECONDS`, or RFC 7240's `Prefer: wait=SECONDS`
+/// (the query wins). `None` when neither is given; the second value says whether the
+/// answer should carry `Preference-Applied`.
+fn submit_wait(
+    params: Result<Query<WaitParams>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Option<(Duration, bool)>, ApiError> {
+    if let Some(wait) = wait_param(params)? {
+        return Ok(Some((wait, false)));
     }
     // `Prefer` may list several preferences; only `wait` is ours, others are ignored as
     // the RFC asks.
@@ -270,7 +278,7 @@ async fn submit_job(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    params: Result<Query<SubmitParams>, QueryRejection>,
+    params: Result<Query<WaitParams>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -434,30 +442,14 @@ async fn get_job(
     Ok(Json(job_view(&job)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResultParams {
-    /// Seconds to wait for the job to finish.
-    wait: Option<f64>,
-}
-
 async fn get_result(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    params: Result<Query<ResultParams>, QueryRejection>,
+    params: Result<Query<WaitParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     check_id(&id)?;
-    let Query(params) = params.map_err(|e| ApiError {
-        status: 400,
-        code: "invalid_query",
-        field: query_field(&e.body_text()).or(Some("wait".into())),
-        message: e.body_text(),
-    })?;
-    let wait = match params.wait {
-        None => Duration::ZERO,
-        Some(w) => wait_seconds(w, "wait")?,
-    };
+    let wait = wait_param(params)?.unwrap_or(Duration::ZERO);
     let tenant = Some(caller.id());
     let job = state.service.wait_terminal(tenant, &id, wait).await?;
     if !job.state.is_terminal() {
