@@ -155,7 +155,7 @@ async fn tokens_and_cross_tenant_access_on_every_endpoint() {
     }
     // A malformed Authorization header is refused the same way.
     let raw = reqwest::Client::new()
-        .get(format!("{}/jobs", alpha.base))
+        .get(format!("{}/api/v1/jobs", alpha.base))
         .header("authorization", format!("Basic {ALPHA}"))
         .send()
         .await
@@ -239,7 +239,7 @@ async fn tokens_and_cross_tenant_access_on_every_endpoint() {
         "x".repeat(2 << 20)
     );
     let response = reqwest::Client::new()
-        .post(format!("{}/jobs", alpha.base))
+        .post(format!("{}/api/v1/jobs", alpha.base))
         .bearer_auth(ALPHA)
         .header("content-type", "application/json")
         .body(big)
