@@ -26,6 +26,25 @@ macro_rules! impl_job_store {
         use crate::error::{DbContext as _, Error, Result};
         use crate::types::*;
 
+        /// Binds the columns `INSERT INTO jobs` takes from `row`, id to document, in order.
+        fn bind_job_row<'q>(
+            q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+            row: &JobRow,
+        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            q.bind(row.id.as_str())
+                .bind(row.tenant.as_str())
+                .bind(row.operation.as_str())
+                .bind(row.payload.as_str())
+                .bind(row.images.as_str())
+                .bind(row.priority)
+                .bind(row.max_attempts)
+                .bind(row.timeout_ms)
+                .bind(row.deadline_ms)
+                .bind(row.idempotency_key.as_deref())
+                .bind(row.cancellable)
+                .bind(row.document.as_str())
+        }
+
         /// An event waiting to be written with the transaction that caused it.
         struct PendingEvent {
             job_id: String,
@@ -95,7 +114,7 @@ macro_rules! impl_job_store {
                 }
                 // DO NOTHING instead of catching a unique violation: on PostgreSQL a violation
                 // would abort the whole transaction, and a batch must survive one bad job.
-                let inserted = sqlx::query::<$db>(concat!(
+                let insert = sqlx::query::<$db>(concat!(
                     "INSERT INTO jobs (id, tenant, operation, payload, images, priority, \
                      max_attempts, timeout_ms, deadline_ms, idempotency_key, cancellable, \
                      document, state, attempt, created_at, updated_at, run_after, \
@@ -103,23 +122,12 @@ macro_rules! impl_job_store {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued', 0, \
                      $13, $13, $13, 0, FALSE) ON CONFLICT DO NOTHING RETURNING ",
                     crate::common::job_cols!()
-                ))
-                .bind(row.id.as_str())
-                .bind(row.tenant.as_str())
-                .bind(row.operation.as_str())
-                .bind(row.payload.as_str())
-                .bind(row.images.as_str())
-                .bind(row.priority)
-                .bind(row.max_attempts)
-                .bind(row.timeout_ms)
-                .bind(row.deadline_ms)
-                .bind(row.idempotency_key.as_deref())
-                .bind(row.cancellable)
-                .bind(row.document.as_str())
-                .bind(now)
-                .fetch_optional(&mut *conn)
-                .await
-                .ctx("inserting a job")?;
+                ));
+                let inserted = bind_job_row(insert, row)
+                    .bind(now)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .ctx("inserting a job")?;
                 if let Some(inserted) = inserted {
                     return Ok(Submitted {
                         job: job_from_row(&inserted)?,
@@ -254,22 +262,7 @@ macro_rules! impl_job_store {
                     let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
                     for &i in &fresh {
                         let Some(row) = rows[i].as_ref() else { continue };
-                        q = q
-                            .bind(row.id.as_str())
-                            .bind(row.tenant.as_str())
-                            .bind(row.operation.as_str())
-                            .bind(row.payload.as_str())
-                            .bind(row.images.as_str())
-                            .bind(row.priority)
-                            .bind(row.max_attempts)
-                            .bind(row.timeout_ms)
-                            .bind(row.deadline_ms)
-                            .bind(row.idempotency_key.as_deref())
-                            .bind(row.cancellable)
-                            .bind(row.document.as_str())
-                            .bind(now)
-                            .bind(now)
-                            .bind(now);
+                        q = bind_job_row(q, row).bind(now).bind(now).bind(now);
                     }
                     let mut inserted = HashMap::new();
                     for found in q.fetch_all(&mut *conn).await.ctx("inserting jobs")? {
