@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::hive::{Hive, Key};
+use crate::hive::{Error, Hive, Key, Value};
 
 /// Most applications listed (native and WOW64 together).
 pub const MAX_APPLICATIONS: usize = 10_000;
@@ -156,25 +156,23 @@ fn key(
 
 /// A string value; absent is `None`, unreadable or not a string is `None` plus a warning.
 fn string(hive: &Hive, key: &Key, ctx: &str, name: &str, w: &mut Warnings) -> Option<String> {
-    let value = match hive.value(key, name) {
-        Ok(Some(v)) => v,
-        Ok(None) => return None,
-        Err(e) => {
-            w.push(format!("{ctx}: reading {name}: {e}"));
-            return None;
-        }
-    };
-    match hive.value_string(&value) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            w.push(format!("{ctx}: {e}"));
-            None
-        }
-    }
+    typed(hive, key, ctx, name, w, |v| hive.value_string(v))
 }
 
 /// A DWORD value, with the same rules as [`string`].
 fn dword(hive: &Hive, key: &Key, ctx: &str, name: &str, w: &mut Warnings) -> Option<u32> {
+    typed(hive, key, ctx, name, w, |v| hive.value_dword(v))
+}
+
+/// Value `name` of `key` read by `read`; absent is `None`, an error is `None` plus a warning.
+fn typed<T>(
+    hive: &Hive,
+    key: &Key,
+    ctx: &str,
+    name: &str,
+    w: &mut Warnings,
+    read: impl FnOnce(&Value) -> Result<T, Error>,
+) -> Option<T> {
     let value = match hive.value(key, name) {
         Ok(Some(v)) => v,
         Ok(None) => return None,
@@ -183,8 +181,8 @@ fn dword(hive: &Hive, key: &Key, ctx: &str, name: &str, w: &mut Warnings) -> Opt
             return None;
         }
     };
-    match hive.value_dword(&value) {
-        Ok(d) => Some(d),
+    match read(&value) {
+        Ok(v) => Some(v),
         Err(e) => {
             w.push(format!("{ctx}: {e}"));
             None
