@@ -261,29 +261,21 @@ fn inspect_root(
     if want(Section::Services) {
         os.services = Some(linux::services(g));
     }
-    if want(Section::Users) || want(Section::Groups) {
-        if want(Section::Users) {
-            let (users, bad) = g
-                .read_small("/etc/passwd")
-                .map(|d| etc::parse_passwd(&d))
-                .unwrap_or_default();
-            if bad > 0 {
-                os.warnings
-                    .push(format!("/etc/passwd: {bad} malformed lines skipped"));
-            }
-            os.users = Some(users);
-        }
-        if want(Section::Groups) {
-            let (groups, bad) = g
-                .read_small("/etc/group")
-                .map(|d| etc::parse_group(&d))
-                .unwrap_or_default();
-            if bad > 0 {
-                os.warnings
-                    .push(format!("/etc/group: {bad} malformed lines skipped"));
-            }
-            os.groups = Some(groups);
-        }
+    if want(Section::Users) {
+        os.users = Some(etc_entries(
+            g,
+            "/etc/passwd",
+            etc::parse_passwd,
+            &mut os.warnings,
+        ));
+    }
+    if want(Section::Groups) {
+        os.groups = Some(etc_entries(
+            g,
+            "/etc/group",
+            etc::parse_group,
+            &mut os.warnings,
+        ));
     }
     if want(Section::Network) {
         os.network = Some(linux::network(g));
@@ -296,6 +288,21 @@ fn inspect_root(
     }
     os.root = Some(root);
     os
+}
+
+/// The entries of the passwd-style file `path` parsed by `parse` (none if it cannot be
+/// read), with a warning when lines were skipped.
+fn etc_entries<T>(
+    g: &Guest,
+    path: &str,
+    parse: fn(&[u8]) -> (Vec<T>, usize),
+    warnings: &mut Vec<String>,
+) -> Vec<T> {
+    let (entries, bad) = g.read_small(path).map(|d| parse(&d)).unwrap_or_default();
+    if bad > 0 {
+        warnings.push(format!("{path}: {bad} malformed lines skipped"));
+    }
+    entries
 }
 
 fn inspect_windows(
