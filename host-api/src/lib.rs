@@ -174,6 +174,33 @@ pub fn add_to_linker<T: Send + 'static>(
     Handler::add_to_linker::<T, wasmtime::component::HasSelf<HostCtx>>(linker, get)
 }
 
+impl LogLevel {
+    /// Every level, least severe first.
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ];
+
+    /// Position in [`LogLevel::ALL`]: a larger rank is more severe.
+    pub fn rank(self) -> u8 {
+        match self {
+            LogLevel::Trace => 0,
+            LogLevel::Debug => 1,
+            LogLevel::Info => 2,
+            LogLevel::Warn => 3,
+            LogLevel::Error => 4,
+        }
+    }
+
+    /// The level its [`Display`](std::fmt::Display) name denotes.
+    pub fn from_name(name: &str) -> Option<LogLevel> {
+        Self::ALL.into_iter().find(|l| l.to_string() == name)
+    }
+}
+
 impl std::fmt::Display for LogLevel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -192,6 +219,16 @@ mod tests {
     use bindings::guestkit::handler::log::Host as _;
     use bindings::guestkit::handler::progress::Host as _;
     use std::sync::Mutex;
+
+    #[test]
+    fn log_levels_by_name_and_rank() {
+        for (i, level) in LogLevel::ALL.into_iter().enumerate() {
+            assert_eq!(LogLevel::from_name(&level.to_string()), Some(level));
+            assert_eq!(usize::from(level.rank()), i);
+        }
+        assert_eq!(LogLevel::from_name("verbose"), None);
+        assert!(LogLevel::Debug.rank() < LogLevel::Info.rank());
+    }
 
     #[derive(Default)]
     struct Recorder(Mutex<Vec<String>>);

@@ -79,17 +79,6 @@ impl Default for ExecutorConfig {
     }
 }
 
-/// Orders log levels, least severe first.
-pub fn log_rank(level: LogLevel) -> u8 {
-    match level {
-        LogLevel::Trace => 0,
-        LogLevel::Debug => 1,
-        LogLevel::Info => 2,
-        LogLevel::Warn => 3,
-        LogLevel::Error => 4,
-    }
-}
-
 /// `host-pid-random`: unique per process, readable in leases and logs.
 pub fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -394,7 +383,7 @@ pub fn now_ms() -> i64 {
 struct JobObserver {
     lease: Lease,
     events: mpsc::Sender<EventMsg>,
-    /// `log_rank` of the least severe line stored.
+    /// `LogLevel::rank` of the least severe line stored.
     min_level: u8,
 }
 
@@ -408,7 +397,7 @@ impl JobObserver {
 
 impl Observer for JobObserver {
     fn log(&self, level: LogLevel, message: &str) {
-        if log_rank(level) < self.min_level {
+        if level.rank() < self.min_level {
             tracing::debug!(target: "handler", job = %self.lease.job.id, %level, "{message}");
             return;
         }
@@ -589,7 +578,7 @@ async fn execute(inner: &Arc<Inner>, lease: &Lease, active: &Active) -> Outcome 
     let observer = Arc::new(JobObserver {
         lease: lease.clone(),
         events: inner.events.clone(),
-        min_level: log_rank(inner.config.job_log_level),
+        min_level: inner.config.job_log_level.rank(),
     });
     let metrics = &inner.metrics;
     let handler_name = handler.meta.name.as_str();

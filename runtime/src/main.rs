@@ -432,13 +432,8 @@ async fn run_daemon(args: DaemonArgs, cache_dir: Option<PathBuf>) -> Result<Exit
         max_concurrent: args.max_concurrent,
         lease: seconds("--lease-seconds", args.lease_seconds)?,
         limits,
-        job_log_level: match args.job_log_level.as_str() {
-            "trace" => LogLevel::Trace,
-            "debug" => LogLevel::Debug,
-            "warn" => LogLevel::Warn,
-            "error" => LogLevel::Error,
-            _ => LogLevel::Info,
-        },
+        // clap has already checked the name against the list above.
+        job_log_level: LogLevel::from_name(&args.job_log_level).unwrap_or(LogLevel::Info),
         ..ExecutorConfig::default()
     };
     config.service = ServiceConfig {
