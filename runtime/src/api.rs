@@ -303,9 +303,6 @@ async fn submit_job(
             "the worker is shutting down",
         ));
     }
-    crate::service::refuse_if_queue_full(&caller.0)?;
-    // This tenant's turn: its other submissions beyond its quota wait here, parked.
-    let turn = caller.0.submit_turn().await;
     let remote = Some(peer.ip().to_string());
     let submitted = state
         .service
@@ -316,7 +313,6 @@ async fn submit_job(
             job = %submitted.job.id, operation = %submitted.job.operation,
             remote = remote.as_deref().unwrap_or("-"));
     }
-    drop(turn);
     let status = if submitted.created {
         StatusCode::CREATED
     } else {

@@ -274,6 +274,9 @@ impl JobService {
         remote: Option<&str>,
     ) -> Result<Submitted, ApiError> {
         refuse_if_queue_full(tenant)?;
+        // This tenant's turn: its submissions beyond `max_submitting` wait here, parked,
+        // until this one is stored (or refused).
+        let _turn = tenant.submit_turn().await;
         let job = self.admit(body, tenant, remote)?;
         if self.queued.load(Ordering::Relaxed) >= self.config.max_queued as i64 {
             return Err(ApiError::new(
@@ -351,7 +354,7 @@ impl JobService {
 }
 
 /// 429 straight away when the store found `tenant`'s queue full moments ago.
-pub fn refuse_if_queue_full(tenant: &Tenant) -> Result<(), ApiError> {
+fn refuse_if_queue_full(tenant: &Tenant) -> Result<(), ApiError> {
     match tenant.quotas.max_queued {
         Some(limit) if tenant.queue_full_for(now_ms()) => Err(queue_quota_error(limit)),
         _ => Ok(()),
