@@ -427,19 +427,18 @@ async fn sample_loop(service: std::sync::Weak<JobService>) {
         metrics
             .handler_load_errors
             .set(service.registry.snapshot().errors.len() as i64);
-        match service.store.counts().await {
+        match service.store.live_counts().await {
             Ok(counts) => {
-                let queued = counts.get(&JobState::Queued).copied().unwrap_or(0);
-                let running = counts.get(&JobState::Running).copied().unwrap_or(0);
-                service.queued.store(queued as i64, Ordering::Relaxed);
+                let (queued, running) = (counts.queued as i64, counts.running as i64);
+                service.queued.store(queued, Ordering::Relaxed);
                 metrics
                     .queue_depth
                     .with_label_values(&["queued"])
-                    .set(queued as i64);
+                    .set(queued);
                 metrics
                     .queue_depth
                     .with_label_values(&["running"])
-                    .set(running as i64);
+                    .set(running);
             }
             Err(e) => tracing::warn!(error = %e, "sampling the queue depth failed"),
         }

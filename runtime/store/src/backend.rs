@@ -1363,6 +1363,22 @@ macro_rules! impl_job_store {
                 Ok(counts)
             }
 
+            async fn live_counts(&self) -> Result<LiveCounts> {
+                // Each arm is answered by a partial index (`jobs_claim`, `jobs_running_tenant`).
+                let sql = "SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' \
+                           UNION ALL SELECT COUNT(*) AS n FROM jobs WHERE state = 'running'";
+                let rows = sqlx::query::<$db>(sql)
+                    .fetch_all(self.reader())
+                    .await
+                    .ctx("counting live jobs")?;
+                let n = |i: usize| -> Result<u64> {
+                    let row = rows.get(i).ok_or_else(|| Error::corrupt("a count is missing"))?;
+                    let n: i64 = row.try_get("n").ctx("counting live jobs")?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                };
+                Ok(LiveCounts { queued: n(0)?, running: n(1)? })
+            }
+
             async fn close(&self) {
                 self.close_pools().await;
             }

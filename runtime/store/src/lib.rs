@@ -30,8 +30,8 @@ pub use pg::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::{
     CancelOutcome, ClaimRequest, Cycle, CycleResult, DEFAULT_PRIORITY, Event, HeartbeatStatus, Job,
-    JobResult, JobState, Lease, ListQuery, NewJob, Outcome, Page, Progress, ProgressUpdate,
-    Submitted,
+    JobResult, JobState, Lease, ListQuery, LiveCounts, NewJob, Outcome, Page, Progress,
+    ProgressUpdate, Submitted,
 };
 
 /// A durable job queue with leases, retries, cancellation, results and event streams.
@@ -117,8 +117,13 @@ pub trait JobStore: Send + Sync {
     /// Gives a job back on graceful shutdown: queued again, the attempt not counted.
     async fn release(&self, lease: &Lease) -> Result<()>;
 
-    /// Number of jobs in every state (all states present, zero included).
+    /// Number of jobs in every state (all states present, zero included). Walks every job
+    /// stored: for tools and tests, not for a hot path.
     async fn counts(&self) -> Result<BTreeMap<JobState, u64>>;
+
+    /// Numbers of queued and running jobs, counted through their partial indexes (so the
+    /// cost follows the live jobs, not every job ever stored).
+    async fn live_counts(&self) -> Result<LiveCounts>;
 
     /// Commits a worker's whole write cycle in one transaction: submissions, events,
     /// progress, completions and a claim. Each item gets the result its own method would

@@ -96,5 +96,8 @@ pub(crate) fn migrations(dialect: &Dialect) -> Vec<Vec<String>> {
          WHERE state = 'queued'"
                 .into(),
         ],
+        // 3: multi-tenant claims count each tenant's running jobs on every cycle; without
+        // this index that count walked every job ever stored.
+        vec!["CREATE INDEX jobs_running_tenant ON jobs (tenant) WHERE state = 'running'".into()],
     ]
 }

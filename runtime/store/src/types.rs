@@ -280,6 +280,15 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// Numbers of live jobs (see [`crate::JobStore::live_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveCounts {
+    /// Jobs waiting to be claimed.
+    pub queued: u64,
+    /// Jobs running under a lease.
+    pub running: u64,
+}
+
 /// One page of jobs, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {

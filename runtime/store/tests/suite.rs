@@ -104,6 +104,16 @@ async fn submit_and_get(kind: Kind) {
     assert_eq!(counts[&JobState::Queued], 1);
     assert_eq!(counts[&JobState::Succeeded], 0);
     assert_eq!(counts.len(), 6);
+    let live = h.store.live_counts().await.expect("live counts");
+    assert_eq!((live.queued, live.running), (1, 0));
+    let claimed = h
+        .store
+        .claim("w1", 4, Duration::from_secs(30), None)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let live = h.store.live_counts().await.expect("live counts");
+    assert_eq!((live.queued, live.running), (0, 1));
     h.finish().await;
 }
 
