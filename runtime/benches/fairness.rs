@@ -2,8 +2,11 @@
 //! first on an idle worker, then while another tenant floods the queue (`GK_BENCH_FLOOD`
 //! concurrent clients, default 64, each submitting echo jobs back to back and never
 //! waiting for results, so the flooder always has a deep queue). Target: the quiet tenant's
-//! p50 under flood stays within 2x of its unloaded p50. `GK_BENCH_FLOOD_SUBMITTING` sets the
-//! flooder's `max_submitting` quota (e.g. 1000000 to see the worker without it).
+//! p50 under flood stays within 2x of its unloaded p50. Idle and flooded measurements
+//! alternate for `GK_BENCH_ROUNDS` rounds (default 3) of `GK_BENCH_SAMPLES` jobs each.
+//! `GK_BENCH_FLOOD_SUBMITTING` and `GK_BENCH_FLOOD_BACKLOG` set the flooder's
+//! `max_submitting` and `backlog` quotas (e.g. 1000000 to see the worker without them);
+//! `GK_BENCH_MODE=wait` has the quiet tenant submit with `?wait` instead of submit-then-poll.
 //!
 //! Run: `cargo bench -p guestkit-worker --bench fairness`
 
@@ -30,10 +33,18 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let samples = env_usize("GK_BENCH_SAMPLES", if quick { 20 } else { 300 });
     let flood = env_usize("GK_BENCH_FLOOD", if quick { 8 } else { 64 });
+    let rounds = env_usize("GK_BENCH_ROUNDS", if quick { 1 } else { 3 });
+    // How the quiet tenant asks: submit, then long-poll the result (the default), or one
+    // request that waits for it (`GK_BENCH_MODE=wait`).
+    let wait = std::env::var("GK_BENCH_MODE").is_ok_and(|m| m == "wait");
     // The flooder's `max_submitting` quota (default: the worker's default); a large value
     // shows the worker without per-tenant admission.
     let flood_submitting = std::env::var("GK_BENCH_FLOOD_SUBMITTING")
         .map(|v| format!("max_submitting = {v}\n"))
+        .unwrap_or_default();
+    // The flooder's `backlog` quota (default: the worker's default).
+    let flood_backlog = std::env::var("GK_BENCH_FLOOD_BACKLOG")
+        .map(|v| format!("backlog = {v}\n"))
         .unwrap_or_default();
     let data = tempfile::tempdir().expect("tempdir");
     let tenants = data.path().join("tenants.toml");
@@ -41,7 +52,7 @@ fn main() {
         &tenants,
         format!(
             "[[tenants]]\nid = \"flood\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n\
-             [tenants.quotas]\nmax_queued = 5000\n{flood_submitting}\n\
+             [tenants.quotas]\nmax_queued = 5000\n{flood_submitting}{flood_backlog}\n\
              [[tenants]]\nid = \"quiet\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n",
             hash_token("flood-token"),
             hash_token("quiet-token")
@@ -58,55 +69,59 @@ fn main() {
     client_rt.block_on(async move {
         let http = reqwest::Client::new();
         for _ in 0..10 {
-            quiet_job(&http, &base).await;
+            quiet_job(&http, &base, wait).await;
         }
-        let (idle, idle_submits) = measure(&http, &base, samples).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flooded = Arc::new(AtomicUsize::new(0));
-        let mut flooders = Vec::new();
-        for _ in 0..flood {
-            let (http, base, stop, flooded) =
-                (http.clone(), base.clone(), stop.clone(), flooded.clone());
-            flooders.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let r = http
-                        .post(format!("{base}/jobs"))
-                        .bearer_auth("flood-token")
-                        .json(&json!({"operation": "echo", "payload": {"flood": true}}))
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status().as_u16() == 201 => {
-                            flooded.fetch_add(1, Ordering::Relaxed);
-                        }
-                        // Queue quota reached: the flooder backs off a little.
-                        _ => tokio::time::sleep(Duration::from_millis(5)).await,
-                    }
-                }
-            }));
+        // Idle and flooded measurements alternate, so a drift in the machine's speed weighs
+        // on both alike; each round's ratio is printed, then the pooled one.
+        let (mut idle, mut idle_submits, mut loaded, mut loaded_submits) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            wait_until_drained(&http, &base).await;
+            let (i, i_submits) = measure(&http, &base, samples, wait).await;
+            let stop = Arc::new(AtomicBool::new(false));
+            let flooded = Arc::new(AtomicUsize::new(0));
+            let flooders: Vec<_> = (0..flood)
+                .map(|_| tokio::spawn(flooder(http.clone(), base.clone(), stop.clone(), flooded.clone())))
+                .collect();
+            // Let the flood build a queue first.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let queued_before = queued(&http, &base).await;
+            let (flooded_before, window) = (flooded.load(Ordering::Relaxed), Instant::now());
+            let (l, l_submits) = measure(&http, &base, samples, wait).await;
+            let flood_rate = (flooded.load(Ordering::Relaxed) - flooded_before) as f64
+                / window.elapsed().as_secs_f64();
+            let queued_after = queued(&http, &base).await;
+            stop.store(true, Ordering::Relaxed);
+            for f in flooders {
+                let _ = f.await;
+            }
+            println!(
+                "round {round}: quiet p50 {:.2} ms idle, {:.2} ms under flood (ratio {:.2}); \
+                 flooder accepted {flood_rate:.0} jobs/s, {queued_before}..{queued_after} queued",
+                p50(&i),
+                p50(&l),
+                p50(&l) / p50(&i).max(1e-9)
+            );
+            idle.extend(i);
+            idle_submits.extend(i_submits);
+            loaded.extend(l);
+            loaded_submits.extend(l_submits);
         }
-        // Let the flood build a queue first.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let queued_before = queued(&http, &base).await;
-        let (loaded, loaded_submits) = measure(&http, &base, samples).await;
-        let queued_after = queued(&http, &base).await;
-        stop.store(true, Ordering::Relaxed);
-        for f in flooders {
-            let _ = f.await;
+        for v in [&mut idle, &mut idle_submits, &mut loaded, &mut loaded_submits] {
+            v.sort();
         }
-        let p50 = |v: &[Duration]| percentile(v, 0.5).as_secs_f64() * 1e3;
         let p99 = |v: &[Duration]| percentile(v, 0.99).as_secs_f64() * 1e3;
         println!(
-            "quiet tenant, idle worker:   p50 {:.2} ms, p99 {:.2} ms ({samples} jobs)",
+            "quiet tenant, idle worker:   p50 {:.2} ms, p99 {:.2} ms ({} jobs)",
             p50(&idle),
-            p99(&idle)
+            p99(&idle),
+            idle.len()
         );
         println!(
-            "quiet tenant, under flood:   p50 {:.2} ms, p99 {:.2} ms (flooder: {flood} clients, \
-             {} jobs submitted, {queued_before}..{queued_after} of its jobs queued)",
+            "quiet tenant, under flood:   p50 {:.2} ms, p99 {:.2} ms ({} jobs; flooder: {flood} clients)",
             p50(&loaded),
             p99(&loaded),
-            flooded.load(Ordering::Relaxed)
+            loaded.len()
         );
         println!(
             "of which the submit request: p50 {:.2} ms idle, {:.2} ms under flood",
@@ -121,12 +136,54 @@ fn main() {
     worker.stop();
 }
 
+/// The p50 of sorted latencies, in milliseconds.
+fn p50(v: &[Duration]) -> f64 {
+    percentile(v, 0.5).as_secs_f64() * 1e3
+}
+
+/// One flooding client: submits echo jobs back to back, never waiting for results, until
+/// `stop`; counts the accepted ones.
+async fn flooder(
+    http: reqwest::Client,
+    base: String,
+    stop: Arc<AtomicBool>,
+    flooded: Arc<AtomicUsize>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let r = http
+            .post(format!("{base}/jobs"))
+            .bearer_auth("flood-token")
+            .json(&json!({"operation": "echo", "payload": {"flood": true}}))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().as_u16() == 201 => {
+                flooded.fetch_add(1, Ordering::Relaxed);
+            }
+            // Queue quota reached: the flooder backs off a little.
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Waits until the flooder's queue is empty (the worker is idle again).
+async fn wait_until_drained(http: &reqwest::Client, base: &str) {
+    while queued(http, base).await > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Submit-to-result latencies, sorted, and the submit requests' own latencies, sorted.
-async fn measure(http: &reqwest::Client, base: &str, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+async fn measure(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+    wait: bool,
+) -> (Vec<Duration>, Vec<Duration>) {
     let mut v = Vec::with_capacity(n);
     let mut submits = Vec::with_capacity(n);
     for _ in 0..n {
-        let (total, submit) = quiet_job(http, base).await;
+        let (total, submit) = quiet_job(http, base, wait).await;
         v.push(total);
         submits.push(submit);
     }
@@ -135,11 +192,18 @@ async fn measure(http: &reqwest::Client, base: &str, n: usize) -> (Vec<Duration>
     (v, submits)
 }
 
-/// One echo job of the quiet tenant: submit to result, and the submit request alone.
-async fn quiet_job(http: &reqwest::Client, base: &str) -> (Duration, Duration) {
+/// One echo job of the quiet tenant: submit to result, and the submit request alone. With
+/// `wait` the job is submitted with `?wait=30`, so one request gives its result (the submit
+/// request is then the whole); otherwise the result is long-polled after the submit.
+async fn quiet_job(http: &reqwest::Client, base: &str, wait: bool) -> (Duration, Duration) {
     let started = Instant::now();
+    let url = if wait {
+        format!("{base}/jobs?wait=30")
+    } else {
+        format!("{base}/jobs")
+    };
     let job: serde_json::Value = http
-        .post(format!("{base}/jobs"))
+        .post(url)
         .bearer_auth("quiet-token")
         .json(&json!({"operation": "echo", "payload": {"quiet": true}}))
         .send()
@@ -150,6 +214,9 @@ async fn quiet_job(http: &reqwest::Client, base: &str) -> (Duration, Duration) {
         .expect("submit answer");
     let submitted = started.elapsed();
     let id = job["id"].as_str().expect("job id");
+    if job["status"] == "succeeded" {
+        return (started.elapsed(), submitted);
+    }
     loop {
         let r = http
             .get(format!("{base}/jobs/{id}/result?wait=30"))

@@ -305,6 +305,7 @@ impl JobService {
         })?;
         if submitted.created {
             self.queued.fetch_add(1, Ordering::Relaxed);
+            tenant.add_queued(1);
             self.metrics
                 .jobs_submitted
                 .with_label_values(&[&operation])
@@ -410,7 +411,8 @@ fn new_job(
     }
 }
 
-/// Samples the queue depth for metrics and admission.
+/// Samples the queue depth for metrics and admission (the whole queue's, and each tenant's
+/// for [`Tenant::submit_turn`]).
 async fn sample_loop(service: std::sync::Weak<JobService>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -431,6 +433,17 @@ async fn sample_loop(service: std::sync::Weak<JobService>) {
             Ok(counts) => {
                 let (queued, running) = (counts.queued as i64, counts.running as i64);
                 service.queued.store(queued, Ordering::Relaxed);
+                let tenants = &service.executor.config().tenants;
+                if tenants.is_multi() {
+                    for tenant in tenants.all() {
+                        let n = counts
+                            .queued_by_tenant
+                            .get(&tenant.id)
+                            .copied()
+                            .unwrap_or(0);
+                        tenant.set_queued(i64::try_from(n).unwrap_or(i64::MAX));
+                    }
+                }
                 metrics
                     .queue_depth
                     .with_label_values(&["queued"])

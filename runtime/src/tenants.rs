@@ -25,6 +25,7 @@
 //! timeout_seconds = 600     # longest timeout a job may ask for
 //! max_image_gib = 64        # largest image (virtual size) a job may be granted
 //! max_submitting = 8        # submissions of this tenant admitted at once (default 8); more wait
+//! backlog = 256             # queued jobs beyond which its submissions are admitted one at a time
 //! ```
 
 use crate::grants::ImagePolicy;
@@ -43,6 +44,9 @@ pub const DEFAULT_TENANT: &str = "default";
 const MAX_ID: usize = 64;
 /// Submissions of one tenant admitted at once when its quotas do not say.
 pub const DEFAULT_MAX_SUBMITTING: u32 = 8;
+/// Queued jobs beyond which a tenant is admitted one submission at a time, when its quotas
+/// do not say.
+pub const DEFAULT_BACKLOG: u64 = 256;
 
 /// Per-tenant limits; `None` leaves the worker-wide setting in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +66,11 @@ pub struct Quotas {
     /// Submissions of the tenant admitted at once (parsed, checked, stored); more wait
     /// their turn without using the worker's CPU. `None`: no limit (single-tenant).
     pub max_submitting: Option<u32>,
+    /// Queued jobs of the tenant beyond which its submissions are admitted one at a time.
+    /// A deeper queue would not finish its jobs any sooner, while a write cycle carrying
+    /// many of its submissions is one every other tenant's submission and completion waits
+    /// for. `None`: no such limit (single-tenant).
+    pub backlog: Option<u64>,
 }
 
 /// One tenant.
@@ -77,6 +86,12 @@ pub struct Tenant {
     pub quotas: Quotas,
     /// Permits for `quotas.max_submitting`.
     submit_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// The one permit a submission also needs while the tenant is over `quotas.backlog`.
+    backlog_gate: Arc<tokio::sync::Semaphore>,
+    /// The tenant's queued jobs as last known: counted by the store every second, counted
+    /// up by submissions here and down by claims here in between (so approximate when
+    /// several workers share the store; it only paces admission).
+    queued: std::sync::atomic::AtomicI64,
     /// Until when (unix ms) submissions are refused without a store round trip because the
     /// store just found this tenant's queue full (see [`Tenant::queue_full_for`]).
     queue_full_until: std::sync::atomic::AtomicI64,
@@ -105,13 +120,48 @@ impl Tenant {
                 .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Waits for this tenant's turn to submit (see [`Quotas::max_submitting`]); the
-    /// submission holds the permit until it is stored. A tenant that floods the API thus
-    /// queues behind itself: its waiting requests are parked, not competing with other
-    /// tenants' requests for the CPU or for room in the store's write cycle.
-    pub async fn submit_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let gate = self.submit_gate.clone()?;
-        gate.acquire_owned().await.ok()
+    /// Waits for this tenant's turn to submit (see [`Quotas::max_submitting`] and
+    /// [`Quotas::backlog`]); the submission holds the turn until it is stored. A tenant
+    /// that floods the API thus queues behind itself: its waiting requests are parked, not
+    /// competing with other tenants' requests for the CPU or for room in the store's write
+    /// cycle.
+    pub async fn submit_turn(&self) -> SubmitTurn {
+        let Some(gate) = self.submit_gate.clone() else {
+            return SubmitTurn::default();
+        };
+        let backlogged = self
+            .quotas
+            .backlog
+            .is_some_and(|b| self.queued() >= i64::try_from(b).unwrap_or(i64::MAX));
+        let single = if backlogged {
+            self.backlog_gate.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
+        SubmitTurn {
+            single,
+            turn: gate.acquire_owned().await.ok(),
+        }
+    }
+
+    /// The tenant's queued jobs as last known (see [`Tenant::set_queued`]).
+    pub fn queued(&self) -> i64 {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the tenant's queued jobs from a count by the store.
+    pub fn set_queued(&self, n: i64) {
+        self.queued
+            .store(n.max(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Notes `n` of the tenant's jobs queued (positive) or claimed (negative) here.
+    pub fn add_queued(&self, n: i64) {
+        let _ = self.queued.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |q| Some(q.saturating_add(n).max(0)),
+        );
     }
 
     /// Whether this tenant may run the shared handler `name` serving `operation`.
@@ -120,6 +170,27 @@ impl Tenant {
             None => true,
             Some(list) => list.iter().any(|h| h == name || h == operation),
         }
+    }
+}
+
+/// A tenant's turn to submit: held until the submission is stored (or refused).
+#[derive(Debug, Default)]
+pub struct SubmitTurn {
+    /// The tenant's one permit while it is over its backlog.
+    single: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// One of its `max_submitting` permits.
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl SubmitTurn {
+    /// Whether the turn was gated at all (single-tenant workers do not gate).
+    pub fn is_gated(&self) -> bool {
+        self.turn.is_some()
+    }
+
+    /// Whether the tenant was over its backlog, so this was its only turn.
+    pub fn is_single(&self) -> bool {
+        self.single.is_some()
     }
 }
 
@@ -163,6 +234,8 @@ impl Tenants {
             images,
             quotas: Quotas::default(),
             submit_gate: None,
+            backlog_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+            queued: Default::default(),
             queue_full_until: Default::default(),
         });
         Tenants {
@@ -244,6 +317,7 @@ impl Tenants {
                         .map(|v| u32::try_from(v).unwrap_or(u32::MAX).min(1 << 20))
                         .unwrap_or(DEFAULT_MAX_SUBMITTING),
                 ),
+                backlog: Some(positive("backlog", q.backlog)?.unwrap_or(DEFAULT_BACKLOG)),
             };
             let handlers = if t.handlers.iter().any(|h| h == "*") {
                 None
@@ -259,6 +333,8 @@ impl Tenants {
                 images,
                 quotas,
                 submit_gate,
+                backlog_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+                queued: Default::default(),
                 queue_full_until: Default::default(),
             });
             for hash in hashes {
@@ -392,6 +468,7 @@ struct QuotaEntry {
     timeout_seconds: Option<u64>,
     max_image_gib: Option<u64>,
     max_submitting: Option<u64>,
+    backlog: Option<u64>,
 }
 
 #[cfg(test)]
@@ -416,6 +493,7 @@ max_concurrent = 2
 max_queued = 10
 memory_mib = 64
 max_submitting = 2
+backlog = 3
 "#,
             hash_token("acme-token"),
             hash_token("globex-1"),
@@ -455,19 +533,52 @@ max_submitting = 2
         let globex = tenants.get("globex").expect("globex");
         assert_eq!(acme.quotas.max_submitting, Some(DEFAULT_MAX_SUBMITTING));
         assert_eq!(globex.quotas.max_submitting, Some(2));
-        let first = globex.submit_turn().await.expect("turn 1");
-        let _second = globex.submit_turn().await.expect("turn 2");
+        let first = globex.submit_turn().await;
+        let _second = globex.submit_turn().await;
+        assert!(first.is_gated() && !first.is_single());
         // A third globex submission waits; acme's own turns are unaffected.
         let waiting = tokio::time::timeout(Duration::from_millis(50), globex.submit_turn());
         assert!(waiting.await.is_err(), "a third turn was given");
-        let _acme = acme.submit_turn().await.expect("acme's turn");
+        let _acme = acme.submit_turn().await;
         drop(first);
         let third = tokio::time::timeout(Duration::from_secs(5), globex.submit_turn());
-        assert!(third.await.expect("turn after a release").is_some());
+        assert!(third.await.expect("turn after a release").is_gated());
         // Single-tenant workers do not gate submissions.
         let single = Tenants::single(ImagePolicy::default());
         let only = single.get(DEFAULT_TENANT).expect("default");
-        assert!(only.submit_turn().await.is_none());
+        assert!(!only.submit_turn().await.is_gated());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_backlog_submits_one_at_a_time() {
+        let tenants = Tenants::parse(&file(""), &[]).expect("parse");
+        let acme = tenants.get("acme").expect("acme");
+        let globex = tenants.get("globex").expect("globex");
+        assert_eq!(acme.quotas.backlog, Some(DEFAULT_BACKLOG));
+        assert_eq!(globex.quotas.backlog, Some(3));
+        // Below the backlog: max_submitting (2) turns at once.
+        globex.add_queued(2);
+        let a = globex.submit_turn().await;
+        let b = tokio::time::timeout(Duration::from_secs(5), globex.submit_turn())
+            .await
+            .expect("a second turn below the backlog");
+        assert!(!a.is_single() && !b.is_single());
+        drop((a, b));
+        // At the backlog: one at a time.
+        globex.add_queued(1);
+        assert_eq!(globex.queued(), 3);
+        let only = globex.submit_turn().await;
+        assert!(only.is_single());
+        let waiting = tokio::time::timeout(Duration::from_millis(50), globex.submit_turn());
+        assert!(waiting.await.is_err(), "a second turn over the backlog");
+        drop(only);
+        let next = tokio::time::timeout(Duration::from_secs(5), globex.submit_turn());
+        assert!(next.await.expect("the next turn").is_single());
+        // The store's count replaces the estimate; claims count it down, never below 0.
+        globex.set_queued(1);
+        globex.add_queued(-5);
+        assert_eq!(globex.queued(), 0);
+        assert!(!globex.submit_turn().await.is_single());
     }
 
     #[test]
@@ -521,6 +632,10 @@ max_submitting = 2
             (
                 "[[tenants]]\nid = \"a\"\ntoken_hashes = [\"0000000000000000000000000000000000000000000000000000000000000000\"]\n[tenants.quotas]\nmax_submitting = 0",
                 "quotas.max_submitting",
+            ),
+            (
+                "[[tenants]]\nid = \"a\"\ntoken_hashes = [\"0000000000000000000000000000000000000000000000000000000000000000\"]\n[tenants.quotas]\nbacklog = 0",
+                "quotas.backlog",
             ),
         ];
         for (text, want) in bad {

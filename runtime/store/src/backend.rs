@@ -1364,19 +1364,30 @@ macro_rules! impl_job_store {
             }
 
             async fn live_counts(&self) -> Result<LiveCounts> {
-                // Each arm is answered by a partial index (`jobs_claim`, `jobs_running_tenant`).
-                let sql = "SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' \
-                           UNION ALL SELECT COUNT(*) AS n FROM jobs WHERE state = 'running'";
+                // Each arm is answered by a partial index (`jobs_queued_tenant`,
+                // `jobs_running_tenant`).
+                let sql = "SELECT 'q' AS kind, tenant, COUNT(*) AS n FROM jobs \
+                           WHERE state = 'queued' GROUP BY tenant \
+                           UNION ALL SELECT 'r' AS kind, '' AS tenant, COUNT(*) AS n FROM jobs \
+                           WHERE state = 'running'";
                 let rows = sqlx::query::<$db>(sql)
                     .fetch_all(self.reader())
                     .await
                     .ctx("counting live jobs")?;
-                let n = |i: usize| -> Result<u64> {
-                    let row = rows.get(i).ok_or_else(|| Error::corrupt("a count is missing"))?;
+                let mut counts = LiveCounts::default();
+                for row in &rows {
+                    let kind: String = row.try_get("kind").ctx("counting live jobs")?;
                     let n: i64 = row.try_get("n").ctx("counting live jobs")?;
-                    Ok(u64::try_from(n).unwrap_or(0))
-                };
-                Ok(LiveCounts { queued: n(0)?, running: n(1)? })
+                    let n = u64::try_from(n).unwrap_or(0);
+                    if kind == "r" {
+                        counts.running = n;
+                    } else {
+                        let tenant: String = row.try_get("tenant").ctx("counting live jobs")?;
+                        counts.queued += n;
+                        counts.queued_by_tenant.insert(tenant, n);
+                    }
+                }
+                Ok(counts)
             }
 
             async fn close(&self) {

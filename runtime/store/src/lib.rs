@@ -121,8 +121,8 @@ pub trait JobStore: Send + Sync {
     /// stored: for tools and tests, not for a hot path.
     async fn counts(&self) -> Result<BTreeMap<JobState, u64>>;
 
-    /// Numbers of queued and running jobs, counted through their partial indexes (so the
-    /// cost follows the live jobs, not every job ever stored).
+    /// Numbers of queued jobs (in all and by tenant) and running jobs, counted through
+    /// their partial indexes (so the cost follows the live jobs, not every job ever stored).
     async fn live_counts(&self) -> Result<LiveCounts>;
 
     /// Commits a worker's whole write cycle in one transaction: submissions, events,

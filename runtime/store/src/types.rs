@@ -281,12 +281,14 @@ pub struct ListQuery {
 }
 
 /// Numbers of live jobs (see [`crate::JobStore::live_counts`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveCounts {
     /// Jobs waiting to be claimed.
     pub queued: u64,
     /// Jobs running under a lease.
     pub running: u64,
+    /// Queued jobs by tenant (tenants with none left out).
+    pub queued_by_tenant: std::collections::BTreeMap<String, u64>,
 }
 
 /// One page of jobs, newest first.

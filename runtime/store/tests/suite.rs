@@ -106,6 +106,12 @@ async fn submit_and_get(kind: Kind) {
     assert_eq!(counts.len(), 6);
     let live = h.store.live_counts().await.expect("live counts");
     assert_eq!((live.queued, live.running), (1, 0));
+    let by_tenant: Vec<(&str, u64)> = live
+        .queued_by_tenant
+        .iter()
+        .map(|(t, n)| (t.as_str(), *n))
+        .collect();
+    assert_eq!(by_tenant, [("acme", 1)]);
     let claimed = h
         .store
         .claim("w1", 4, Duration::from_secs(30), None)
