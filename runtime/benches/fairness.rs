@@ -4,8 +4,9 @@
 //! waiting for results, so the flooder always has a deep queue). Target: the quiet tenant's
 //! p50 under flood stays within 2x of its unloaded p50. Idle and flooded measurements
 //! alternate for `GK_BENCH_ROUNDS` rounds (default 3) of `GK_BENCH_SAMPLES` jobs each.
-//! `GK_BENCH_FLOOD_SUBMITTING` and `GK_BENCH_FLOOD_BACKLOG` set the flooder's
-//! `max_submitting` and `backlog` quotas (e.g. 1000000 to see the worker without them);
+//! `GK_BENCH_FLOOD_SUBMITTING`, `GK_BENCH_FLOOD_BACKLOG` and `GK_BENCH_FLOOD_CONCURRENT` set
+//! the flooder's `max_submitting`, `backlog` and `max_concurrent` quotas (e.g. 1000000 for
+//! the first two to see the worker without them);
 //! `GK_BENCH_MODE=wait` has the quiet tenant submit with `?wait` instead of submit-then-poll.
 //!
 //! Run: `cargo bench -p guestkit-worker --bench fairness`
@@ -46,13 +47,17 @@ fn main() {
     let flood_backlog = std::env::var("GK_BENCH_FLOOD_BACKLOG")
         .map(|v| format!("backlog = {v}\n"))
         .unwrap_or_default();
+    // The flooder's `max_concurrent` quota (default: none).
+    let flood_concurrent = std::env::var("GK_BENCH_FLOOD_CONCURRENT")
+        .map(|v| format!("max_concurrent = {v}\n"))
+        .unwrap_or_default();
     let data = tempfile::tempdir().expect("tempdir");
     let tenants = data.path().join("tenants.toml");
     std::fs::write(
         &tenants,
         format!(
             "[[tenants]]\nid = \"flood\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n\
-             [tenants.quotas]\nmax_queued = 5000\n{flood_submitting}{flood_backlog}\n\
+             [tenants.quotas]\nmax_queued = 5000\n{flood_submitting}{flood_backlog}{flood_concurrent}\n\
              [[tenants]]\nid = \"quiet\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n",
             hash_token("flood-token"),
             hash_token("quiet-token")
