@@ -1,7 +1,8 @@
 //! Project automation.
 //!
 //! - `cargo xtask deps`: installs the tools the test fixtures are built with (Debian packages,
-//!   as root) and cargo-component (for the examples test), and checks that PostgreSQL answers.
+//!   as root; on Debian 12 btrfs-progs comes from bookworm-backports, for `mkfs.btrfs --subvol`)
+//!   and cargo-component (for the examples test), and checks that PostgreSQL answers.
 //! - `cargo xtask test [ARGS...]`: `deps`, then the whole test suite (`cargo test --workspace`),
 //!   passing ARGS through to cargo test, then `deploy-check`, then a short run of every fuzz
 //!   target.
@@ -116,8 +117,54 @@ fn deps() -> Result<(), String> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    ensure_btrfs_subvol()?;
     ensure_cargo_component()?;
     ensure_postgres()
+}
+
+/// The Btrfs fixtures make subvolumes with `mkfs.btrfs --rootdir DIR --subvol SUBDIR` (no
+/// mount needed), which btrfs-progs has since 6.3; Debian 12 ships 6.2, so there it comes from
+/// bookworm-backports.
+fn ensure_btrfs_subvol() -> Result<(), String> {
+    let help = Command::new("mkfs.btrfs")
+        .arg("--help")
+        .env("PATH", "/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin")
+        .output()
+        .map(|o| {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text
+        })
+        .unwrap_or_default();
+    if help.contains("--subvol") {
+        return Ok(());
+    }
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if !os_release
+        .lines()
+        .any(|l| l.trim() == "VERSION_CODENAME=bookworm")
+    {
+        return Err(
+            "the Btrfs fixtures need mkfs.btrfs with --subvol (btrfs-progs 6.3 or newer); \
+             install it from your distribution and run this again"
+                .into(),
+        );
+    }
+    eprintln!("xtask: installing btrfs-progs from bookworm-backports (mkfs.btrfs --subvol)");
+    std::fs::write(
+        "/etc/apt/sources.list.d/bookworm-backports.sources",
+        "Types: deb\n\
+         URIs: http://deb.debian.org/debian\n\
+         Suites: bookworm-backports\n\
+         Components: main\n\
+         Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+    )
+    .map_err(|e| format!("writing the bookworm-backports apt source (run as root): {e}"))?;
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(["-t", "bookworm-backports", "btrfs-progs"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// The cargo-component version the example in `examples/handler-component` is built with.
