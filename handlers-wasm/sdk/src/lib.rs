@@ -223,8 +223,8 @@ pub mod disk {
     use crate::HandlerError;
     pub use crate::bindings::guestkit::handler::checksum::Algorithm;
     pub use crate::bindings::guestkit::handler::disk::{
-        DirEntry, DirListing, DiskError, FileKind, Filesystem, Image, ImageInfo, Stat, Volume,
-        VolumeKind, open,
+        BtrfsSubvolume, DirEntry, DirListing, DiskError, FileKind, Filesystem, Image, ImageInfo,
+        Stat, Volume, VolumeKind, open,
     };
     pub use crate::walk::{
         MAX_DIR_ENTRIES, WalkEntry, WalkError, WalkOptions, WalkSource, Walker, walk,

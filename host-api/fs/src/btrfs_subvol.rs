@@ -52,12 +52,13 @@ const ROOT_SUBVOL_RDONLY: u64 = 1;
 /// Block group profile bits that stripe data across devices (RAID0, RAID10, RAID5, RAID6).
 const STRIPED: u64 = (1 << 3) | (1 << 6) | (1 << 7) | (1 << 8);
 
-/// Most tree nodes read for one listing; a root tree of thousands of subvolumes is far below.
-const MAX_NODES: usize = 100_000;
+/// Most tree nodes read for one listing (320 MiB at the largest node size); a root tree of
+/// thousands of subvolumes needs a few hundred.
+const MAX_NODES: usize = 20_000;
 /// Deepest B-tree accepted (Linux: `BTRFS_MAX_LEVEL` 8).
 const MAX_LEVEL: u8 = 8;
 /// Most subvolumes listed.
-const MAX_SUBVOLUMES: usize = 100_000;
+const MAX_SUBVOLUMES: usize = 10_000;
 /// Longest path spelled (Linux's `PATH_MAX`).
 const MAX_PATH: usize = 4096;
 
