@@ -22,6 +22,8 @@ pub const SCHEMA_VERSION: &str = "1.0";
 const ROOT_FS_TYPES: &[&str] = &["ext2", "ext3", "ext4", "xfs", "btrfs"];
 /// Btrfs subvolumes distributions install the root into, tried when the top level is not one.
 const BTRFS_ROOT_SUBVOLUMES: &[&str] = &["@", "root", "@rootfs"];
+/// Id of the Btrfs top-level subvolume (`subvolid=5`).
+const BTRFS_TOP_LEVEL: u64 = 5;
 
 /// The WIT filesystem resource as a [`Tree`].
 struct DiskTree(Filesystem);
@@ -322,7 +324,17 @@ impl Run {
                 let Some(volume) = volumes.iter().find(|v| mounts::matches(&entry.spec, v)) else {
                     continue;
                 };
-                let opened = match &entry.subvol {
+                // `subvolid=` names the subvolume by id: its path comes from the host's list.
+                let subvol = entry.subvol.clone().or_else(|| match entry.subvolid? {
+                    BTRFS_TOP_LEVEL => Some("/".into()),
+                    id => image
+                        .list_btrfs_subvolumes(&volume.id)
+                        .ok()?
+                        .into_iter()
+                        .find(|s| s.id == id)
+                        .map(|s| s.path),
+                });
+                let opened = match &subvol {
                     Some(sub) => image.open_btrfs_subvolume(&volume.id, sub),
                     None => image.open_filesystem(&volume.id),
                 };
@@ -331,7 +343,7 @@ impl Run {
                         MountInfo {
                             path: entry.target.clone(),
                             volume: volume.id.clone(),
-                            subvolume: entry.subvol.clone(),
+                            subvolume: subvol.clone(),
                         },
                         DiskTree(fs),
                     )),
