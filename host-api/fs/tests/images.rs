@@ -389,6 +389,68 @@ fn btrfs_subvolumes_by_path() {
     ));
 }
 
+/// The image with one byte changed: a damaged tree node, as an untrusted image may hold.
+struct Damaged<'a> {
+    inner: &'a FileSource,
+    at: u64,
+    xor: u8,
+}
+
+impl BlockSource for Damaged<'_> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> guestkit_block::Result<()> {
+        self.inner.read_at(offset, buf)?;
+        if let Some(i) = self.at.checked_sub(offset)
+            && (i as usize) < buf.len()
+        {
+            buf[i as usize] ^= self.xor;
+        }
+        Ok(())
+    }
+}
+
+/// Damage in any tree node (found by the filesystem's UUID in their headers) makes the listing
+/// an error or a different list, never a panic or a hang.
+#[test]
+fn btrfs_subvolume_list_of_damaged_nodes() {
+    let dir = guestkit_fixtures::build("fs-btrfs-subvol");
+    let src = FileSource::open(&dir.join("btrfs-subvol.img")).unwrap();
+    let mut sb = [0u8; 0x100];
+    src.read_at(0x10000, &mut sb).unwrap();
+    let fsid = &sb[0x20..0x30];
+    let nodesize = u32::from_le_bytes(sb[0x94..0x98].try_into().unwrap()) as u64;
+    let mut nodes = Vec::new();
+    let mut header = [0u8; 0x30];
+    let mut at = 0;
+    while at + nodesize <= src.size() {
+        src.read_at(at, &mut header).unwrap();
+        if &header[0x20..0x30] == fsid && at != 0x10000 {
+            nodes.push(at);
+        }
+        at += nodesize;
+    }
+    assert!(nodes.len() >= 8, "{} tree nodes found", nodes.len());
+    // Header fields (bytenr, nritems, level), the first item headers and keys, and bytes
+    // spread over the rest, each with a few bit patterns.
+    let mut offsets: Vec<u64> = vec![0x30, 0x60, 0x61, 0x63, 0x64];
+    offsets.extend((0x65..0x65 + 25 * 4).step_by(3));
+    offsets.extend((0..nodesize).step_by(997));
+    for &node in &nodes {
+        for &off in &offsets {
+            for xor in [0x01, 0x80, 0xff] {
+                let damaged = Damaged {
+                    inner: &src,
+                    at: node + off,
+                    xor,
+                };
+                let _ = guestkit_fs::list_btrfs_subvolumes(&damaged);
+            }
+        }
+    }
+}
+
 /// `open` gives the default subvolume, which is not the top level here.
 #[test]
 fn btrfs_default_subvolume() {
