@@ -10,7 +10,7 @@ use crate::report::{
 use crate::windows;
 use crate::{Options, Section};
 use guestkit_handler_sdk::disk::{
-    self, BtrfsSubvolume, DiskError, Filesystem, Image, Volume, VolumeKind,
+    self, BtrfsSubvolume, DiskError, FileKind, Filesystem, Image, Volume, VolumeKind,
 };
 use guestkit_handler_sdk::{self as sdk, HandlerError};
 
@@ -81,18 +81,30 @@ impl<'a> Subvol<'a> {
 /// The location of subvolume `sel` of Btrfs volume `volume` on `img`, always spelled the same
 /// way, so a root and the fstab line naming it compare equal: a listed subvolume by its path
 /// and id; the top level as no subvolume when it is the default, else as `/` (id 5). `None`
-/// for a `subvolid=` the listing does not have.
+/// for a `subvolid=` the listing does not have, or any but 5 when there is no listing.
 fn btrfs_location(img: &Opened, volume: &str, sel: Subvol<'_>) -> Option<Location> {
+    locate_subvolume(&img.name, volume, img.subvolumes(volume), sel)
+}
+
+/// [`btrfs_location`] given the volume's listing, if there is one.
+fn locate_subvolume(
+    image: &str,
+    volume: &str,
+    list: Option<&[BtrfsSubvolume]>,
+    sel: Subvol<'_>,
+) -> Option<Location> {
     let base = Location {
-        image: img.name.clone(),
+        image: image.to_string(),
         volume: volume.to_string(),
         ..Location::default()
     };
-    let Some(list) = img.subvolumes(volume) else {
-        // Not listed: keep what the line says.
+    let Some(list) = list else {
+        // Not listed: keep what the line says. An id other than the top level's cannot be
+        // spelled as a path, and the default in its place would be the wrong filesystem.
         let subvolume = match sel {
             Subvol::Path(p) => Some(p.trim_matches('/').to_string()).filter(|p| !p.is_empty()),
-            Subvol::Default | Subvol::Id(_) => None,
+            Subvol::Default | Subvol::Id(TOP_LEVEL) => None,
+            Subvol::Id(_) => return None,
         };
         return Some(Location { subvolume, ..base });
     };
@@ -134,6 +146,33 @@ fn btrfs_location(img: &Opened, volume: &str, sel: Subvol<'_>) -> Option<Locatio
         },
         None => top(),
     })
+}
+
+/// The candidate roots of a Btrfs volume whose subvolumes the host could not list: the default
+/// subvolume and each directory at its root that opens as a subvolume (`@`, `root`, ...), so a
+/// root in `@` is still found.
+fn unlisted_btrfs_candidates(img: &Opened, volume: &str) -> Vec<Location> {
+    let base = Location {
+        image: img.name.clone(),
+        volume: volume.to_string(),
+        ..Location::default()
+    };
+    let tops = img
+        .image
+        .open_filesystem(volume)
+        .and_then(|fs| fs.read_dir("/", 1000))
+        .map(|l| l.entries)
+        .unwrap_or_default();
+    let subvolumes = tops
+        .into_iter()
+        .filter(|e| e.kind == FileKind::Directory)
+        .filter(|e| img.image.open_btrfs_subvolume(volume, &e.name).is_ok())
+        .take(MAX_SUBVOLUMES)
+        .map(|e| Location {
+            subvolume: Some(e.name),
+            ..base.clone()
+        });
+    std::iter::once(base.clone()).chain(subvolumes).collect()
 }
 
 fn kind_name(k: VolumeKind) -> &'static str {
@@ -190,9 +229,11 @@ pub fn run(names: &[String], options: &Options) -> Result<Report, HandlerError> 
         {
             match image.list_btrfs_subvolumes(&v.id) {
                 Ok(list) => subvolumes.push((v.id.clone(), list)),
-                Err(e) => report
-                    .warnings
-                    .push(format!("{name} {}: btrfs subvolumes: {e}", v.id)),
+                Err(e) => report.warnings.push(format!(
+                    "{name} {}: btrfs subvolumes: {e}; trying the default subvolume and the \
+                     directories at its root instead",
+                    v.id
+                )),
             }
         }
         opened.push(Opened {
@@ -222,6 +263,7 @@ pub fn run(names: &[String], options: &Options) -> Result<Report, HandlerError> 
                     )
                     .filter_map(|sel| btrfs_location(img, &vol.id, sel))
                     .collect(),
+                None if fs_type == "btrfs" => unlisted_btrfs_candidates(img, &vol.id),
                 _ => vec![Location {
                     image: img.name.clone(),
                     volume: vol.id.clone(),
@@ -654,6 +696,48 @@ fn resolve<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn subvolume(id: u64, path: &str, is_default: bool) -> BtrfsSubvolume {
+        BtrfsSubvolume {
+            id,
+            path: path.into(),
+            parent_id: TOP_LEVEL,
+            is_default,
+            read_only: false,
+        }
+    }
+
+    fn located(
+        list: Option<&[BtrfsSubvolume]>,
+        sel: Subvol<'_>,
+    ) -> Option<(Option<String>, Option<u64>)> {
+        locate_subvolume("img", "p1", list, sel).map(|l| (l.subvolume, l.subvolume_id))
+    }
+
+    #[test]
+    fn subvolid_is_never_the_default_in_disguise() {
+        let list = [subvolume(256, "@", true), subvolume(257, "@home", false)];
+        assert_eq!(
+            located(Some(&list), Subvol::Id(257)),
+            Some((Some("@home".into()), Some(257)))
+        );
+        assert_eq!(located(Some(&list), Subvol::Id(300)), None);
+        assert_eq!(
+            located(Some(&list), Subvol::Id(TOP_LEVEL)),
+            Some((Some("/".into()), Some(5)))
+        );
+        assert_eq!(
+            located(Some(&list), Subvol::Default),
+            Some((Some("@".into()), Some(256)))
+        );
+        // Without a listing an id cannot be spelled: no location rather than the default.
+        assert_eq!(located(None, Subvol::Id(257)), None);
+        assert_eq!(located(None, Subvol::Id(TOP_LEVEL)), Some((None, None)));
+        assert_eq!(
+            located(None, Subvol::Path("/@home")),
+            Some((Some("@home".into()), None))
+        );
+    }
 
     #[test]
     fn device_names() {

@@ -74,7 +74,11 @@ const NAME_LEN: usize = 255;
 pub fn list(src: &dyn BlockSource) -> Result<Vec<BtrfsSubvolume>> {
     let mut r = Reader::open(src)?;
     let tree = RootTree::read(&mut r)?;
-    // As lambutter (and Linux) choose: the `default` entry, else the superblock's hint.
+    // The default as lambutter resolves it, which is what `open-filesystem` opens: the root
+    // tree's `default` entry, else the superblock's `root_dir_objectid` taken as a subvolume id
+    // (0 and 6 meaning the top level). Linux instead takes `root_dir_objectid` as the directory
+    // to look up `default` in, falling back to the top level; the two agree on filesystems
+    // mkfs.btrfs and `btrfs subvolume set-default` make, whose `root_dir_objectid` is 6.
     let default = tree.default.unwrap_or(match r.sb.root_dir_objectid {
         0 | ROOT_TREE_DIR => TOP_LEVEL,
         id => id,
