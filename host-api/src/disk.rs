@@ -413,7 +413,7 @@ impl disk::HostImage for HostCtx {
                         id: s.id,
                         path: s.path,
                         parent_id: s.parent_id,
-                        is_default: s.default,
+                        is_default: s.is_default,
                         read_only: s.read_only,
                     })
                     .collect()

@@ -10,7 +10,8 @@ use crate::report::{
 use crate::windows;
 use crate::{Options, Section};
 use guestkit_handler_sdk::disk::{
-    self, BtrfsSubvolume, DiskError, FileKind, Filesystem, Image, Volume, VolumeKind,
+    self, BTRFS_TOP_LEVEL, BtrfsSubvolume, DiskError, FileKind, Filesystem, Image, Volume,
+    VolumeKind,
 };
 use guestkit_handler_sdk::{self as sdk, HandlerError};
 
@@ -18,8 +19,6 @@ use guestkit_handler_sdk::{self as sdk, HandlerError};
 const OPENABLE: &[&str] = &["ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "ntfs"];
 /// Most Btrfs subvolumes tried per filesystem.
 const MAX_SUBVOLUMES: usize = 64;
-/// Id of the Btrfs top-level subvolume.
-const TOP_LEVEL: u64 = 5;
 
 struct Opened {
     name: String,
@@ -103,7 +102,7 @@ fn locate_subvolume(
         // spelled as a path, and the default in its place would be the wrong filesystem.
         let subvolume = match sel {
             Subvol::Path(p) => Some(p.trim_matches('/').to_string()).filter(|p| !p.is_empty()),
-            Subvol::Default | Subvol::Id(TOP_LEVEL) => None,
+            Subvol::Default | Subvol::Id(BTRFS_TOP_LEVEL) => None,
             Subvol::Id(_) => return None,
         };
         return Some(Location { subvolume, ..base });
@@ -112,7 +111,7 @@ fn locate_subvolume(
         if list.iter().any(|s| s.is_default) {
             Location {
                 subvolume: Some("/".into()),
-                subvolume_id: Some(TOP_LEVEL),
+                subvolume_id: Some(BTRFS_TOP_LEVEL),
                 ..base.clone()
             }
         } else {
@@ -121,7 +120,7 @@ fn locate_subvolume(
     };
     let found = match sel {
         Subvol::Default => list.iter().find(|s| s.is_default),
-        Subvol::Id(TOP_LEVEL) => None,
+        Subvol::Id(BTRFS_TOP_LEVEL) => None,
         Subvol::Id(id) => Some(list.iter().find(|s| s.id == id)?),
         Subvol::Path(p) => {
             let p = p.trim_matches('/');
@@ -701,7 +700,7 @@ mod tests {
         BtrfsSubvolume {
             id,
             path: path.into(),
-            parent_id: TOP_LEVEL,
+            parent_id: BTRFS_TOP_LEVEL,
             is_default,
             read_only: false,
         }
@@ -723,7 +722,7 @@ mod tests {
         );
         assert_eq!(located(Some(&list), Subvol::Id(300)), None);
         assert_eq!(
-            located(Some(&list), Subvol::Id(TOP_LEVEL)),
+            located(Some(&list), Subvol::Id(BTRFS_TOP_LEVEL)),
             Some((Some("/".into()), Some(5)))
         );
         assert_eq!(
@@ -732,7 +731,10 @@ mod tests {
         );
         // Without a listing an id cannot be spelled: no location rather than the default.
         assert_eq!(located(None, Subvol::Id(257)), None);
-        assert_eq!(located(None, Subvol::Id(TOP_LEVEL)), Some((None, None)));
+        assert_eq!(
+            located(None, Subvol::Id(BTRFS_TOP_LEVEL)),
+            Some((None, None))
+        );
         assert_eq!(
             located(None, Subvol::Path("/@home")),
             Some((Some("@home".into()), None))

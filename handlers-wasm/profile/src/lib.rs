@@ -10,7 +10,7 @@ pub mod options;
 pub mod report;
 pub mod tree;
 
-use guestkit_handler_sdk::disk::{self, DiskError, FileKind, Filesystem};
+use guestkit_handler_sdk::disk::{self, BTRFS_TOP_LEVEL, DiskError, FileKind, Filesystem};
 use guestkit_handler_sdk::{self as sdk, Handler, HandlerError, HandlerInfo, Job, Output};
 use report::{Finding, Profile, Severity, Summary};
 use serde::Serialize;
@@ -23,8 +23,6 @@ pub const SCHEMA_VERSION: &str = "1.0";
 const ROOT_FS_TYPES: &[&str] = &["ext2", "ext3", "ext4", "xfs", "btrfs"];
 /// Btrfs subvolumes distributions install the root into, tried when the top level is not one.
 const BTRFS_ROOT_SUBVOLUMES: &[&str] = &["@", "root", "@rootfs"];
-/// Id of the Btrfs top-level subvolume (`subvolid=5`).
-const BTRFS_TOP_LEVEL: u64 = 5;
 
 /// The WIT filesystem resource as a [`Tree`].
 struct DiskTree(Filesystem);

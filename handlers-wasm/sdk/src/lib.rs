@@ -233,6 +233,10 @@ pub mod disk {
     /// Largest read the host serves per call.
     pub const MAX_READ: u32 = 1 << 20;
 
+    /// Id of the Btrfs top-level subvolume: `subvolid=5` in an fstab, path `/` for
+    /// `open-btrfs-subvolume`; `list-btrfs-subvolumes` does not list it.
+    pub const BTRFS_TOP_LEVEL: u64 = 5;
+
     /// `io` becomes `failed` (worth a retry), `unsupported` stays `unsupported`, and the rest
     /// (`not-found`, `invalid`, `corrupt`, `limit`) are `invalid-input`: the image does not fit
     /// what the job asked for. The message is `kind: message`, e.g. `not-found: /etc/hostname`.

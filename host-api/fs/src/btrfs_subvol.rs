@@ -24,7 +24,7 @@ pub struct BtrfsSubvolume {
     /// Id of the subvolume holding it (5 for the top level).
     pub parent_id: u64,
     /// Whether it is the default subvolume (what a mount without `subvol=` shows).
-    pub default: bool,
+    pub is_default: bool,
     /// Whether it is read-only (`BTRFS_ROOT_SUBVOL_RDONLY`).
     pub read_only: bool,
 }
@@ -101,7 +101,7 @@ pub fn list(src: &dyn BlockSource) -> Result<Vec<BtrfsSubvolume>> {
             id,
             path,
             parent_id: backref.parent,
-            default: id == default,
+            is_default: id == default,
             read_only: root.flags & ROOT_SUBVOL_RDONLY != 0,
         });
     }

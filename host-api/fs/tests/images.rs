@@ -332,7 +332,7 @@ fn expected_subvolumes(dir: &Path) -> Vec<guestkit_fs::BtrfsSubvolume> {
                 id: f[0].parse().unwrap(),
                 path: f[1].to_owned(),
                 parent_id: f[2].parse().unwrap(),
-                default: f[3] == "1",
+                is_default: f[3] == "1",
                 read_only: f[4] == "1",
             }
         })
@@ -458,7 +458,7 @@ fn btrfs_default_subvolume() {
     let image = dir.join("btrfs-subvol.img");
     let default: Vec<_> = expected_subvolumes(&dir)
         .into_iter()
-        .filter(|s| s.default)
+        .filter(|s| s.is_default)
         .collect();
     assert_eq!(default.len(), 1);
     let fs = open_file(&image);
