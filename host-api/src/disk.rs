@@ -8,7 +8,8 @@
 use crate::HostCtx;
 use crate::bindings::guestkit::handler::checksum::{self, Algorithm};
 use crate::bindings::guestkit::handler::disk::{
-    self, DirEntry, DirListing, DiskError, FileKind, ImageInfo, Stat, Volume, VolumeKind,
+    self, BtrfsSubvolume, DirEntry, DirListing, DiskError, FileKind, ImageInfo, Stat, Volume,
+    VolumeKind,
 };
 use guestkit_block::{BlockSource, Window};
 use guestkit_fs::{Filesystem, FsType};
@@ -394,6 +395,30 @@ impl disk::HostImage for HostCtx {
             format!("/{path}")
         };
         self.open_fs(&r, &volume_id, Some(&path))
+    }
+
+    fn list_btrfs_subvolumes(
+        &mut self,
+        r: Resource<ImageHandle>,
+        volume_id: String,
+    ) -> wasmtime::Result<Result<Vec<BtrfsSubvolume>, DiskError>> {
+        let source = match self.volume_source(&r, &volume_id)? {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(guestkit_fs::list_btrfs_subvolumes(&*source)
+            .map(|list| {
+                list.into_iter()
+                    .map(|s| BtrfsSubvolume {
+                        id: s.id,
+                        path: s.path,
+                        parent_id: s.parent_id,
+                        is_default: s.is_default,
+                        read_only: s.read_only,
+                    })
+                    .collect()
+            })
+            .map_err(fs_error))
     }
 
     fn read(

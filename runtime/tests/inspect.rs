@@ -556,7 +556,7 @@ async fn a_damaged_rpmdb_gives_a_partial_list_and_a_warning() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arch_with_pacman_on_btrfs() {
+async fn arch_with_pacman_on_btrfs_subvolumes() {
     let fixtures = guestkit_fixtures::build("guest-arch");
     let exp = expected(&fixtures);
     let data = tempfile::tempdir().unwrap();
@@ -588,17 +588,39 @@ async fn arch_with_pacman_on_btrfs() {
             json!({"format": "pacman", "path": "/var/lib/pacman/local"})
         );
         assert_eq!(os["warnings"], json!([]), "{ctx}");
-        let loc = |v: &str| json!({"image": image, "volume": v, "subvolume": null});
-        assert_eq!(os["root"], loc("p2"));
-        assert_eq!(mountpoint(os, "/")["location"], loc("p2"));
-        assert_eq!(mountpoint(os, "/boot")["location"], loc("p1"));
-        let types: Vec<&Value> = os["filesystems"]
+        // The root is subvolume `@` of p2 (the top level holds no OS), and fstab's `subvol=`
+        // and `subvolid=` lines map /home and /var/log to their subvolumes; the paths and ids
+        // are what dump-tree showed the recipe.
+        let subvol = |mp: &str| {
+            let s = &exp["subvolumes"][mp];
+            json!({"image": image, "volume": "p2", "subvolume": s["path"], "subvolume_id": s["id"]})
+        };
+        assert_eq!(os["root"], subvol("/"), "{ctx}");
+        for mp in ["/", "/home", "/var/log"] {
+            assert_eq!(mountpoint(os, mp)["location"], subvol(mp), "{mp} of {ctx}");
+        }
+        assert_eq!(
+            mountpoint(os, "/boot")["location"],
+            json!({"image": image, "volume": "p1", "subvolume": null})
+        );
+        let mounted: Vec<(&Value, &Value)> = os["filesystems"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|f| &f["type"])
+            .map(|f| (&f["mountpoint"], &f["type"]))
             .collect();
-        assert_eq!(types, [&json!("btrfs"), &json!("vfat")]);
+        let (btrfs, vfat) = (json!("btrfs"), json!("vfat"));
+        let at = ["/", "/boot", "/home", "/var/log"].map(|m| json!(m));
+        assert_eq!(
+            mounted,
+            [
+                (&at[0], &btrfs),
+                (&at[1], &vfat),
+                (&at[2], &btrfs),
+                (&at[3], &btrfs)
+            ],
+            "{ctx}"
+        );
         assert!(
             os["filesystems"][0]["uuid"]
                 .as_str()

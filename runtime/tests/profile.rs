@@ -436,3 +436,37 @@ async fn bad_payloads_and_images_without_linux_fail_the_job() {
     assert_eq!(result["status"], "failed", "{result:#}");
     assert_eq!(result["error"]["code"], "unsupported", "{result:#}");
 }
+
+/// The Arch guest keeps its root in Btrfs subvolume `@` and mounts `@home` by `subvol=` and
+/// `@log` by `subvolid=`: the root is found there and each subvolume is mounted where its
+/// fstab says (subvolume paths as the recipe's dump-tree showed them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_in_a_btrfs_subvolume_is_profiled_with_its_subvolume_mounts() {
+    let fixtures = guestkit_fixtures::build("guest-arch");
+    let exp = expected(&fixtures);
+    let data = tempfile::tempdir().unwrap();
+    let daemon = daemon(&fixtures, data.path(), None);
+    let http = daemon.http();
+    let result = profile(&http, &["arch.raw"], json!({})).await;
+    assert_eq!(result["status"], "succeeded", "{result:#}");
+    let output = &result["output"];
+    validate_output(output);
+    let roots = output["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{output:#}");
+    let root = &roots[0];
+    let subvol = |mp: &str| exp["subvolumes"][mp]["path"].clone();
+    assert_eq!(
+        (&root["volume"], &root["fs_type"], &root["subvolume"]),
+        (&json!("p2"), &json!("btrfs"), &subvol("/")),
+        "{output:#}"
+    );
+    assert_eq!(root["os"]["id"], "arch");
+    assert_eq!(
+        root["mounts"],
+        json!([
+            {"path": "/home", "volume": "p2", "subvolume": subvol("/home")},
+            {"path": "/var/log", "volume": "p2", "subvolume": subvol("/var/log")},
+        ]),
+        "{output:#}"
+    );
+}

@@ -80,6 +80,50 @@ async fn files_read_through_each_filesystem_equal_the_source_tree() {
     }
 }
 
+/// `list-btrfs-subvolumes` gives what `btrfs inspect-internal dump-tree` says, and each
+/// subvolume opened by that path through `open-btrfs-subvolume` holds the tree it was made from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn btrfs_subvolumes_are_listed_and_opened_by_path() {
+    let dir = guestkit_fixtures::build("fs-btrfs-subvol");
+    let image = dir.join("btrfs-subvol.img");
+    let doc = run(
+        "disk.btrfs-subvolumes",
+        json!({"volume": "disk"}),
+        &[&image],
+    )
+    .await;
+    let got = doc["output"]["subvolumes"].as_array().unwrap();
+    let oracle = std::fs::read_to_string(dir.join("subvolumes.expected")).unwrap();
+    let oracle: Vec<Vec<&str>> = oracle.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(got.len(), oracle.len(), "{doc}");
+    for (sv, want) in got.iter().zip(&oracle) {
+        let seen = (
+            sv["id"].to_string(),
+            sv["path"].as_str().unwrap(),
+            sv["parent_id"].to_string(),
+            sv["default"].as_bool().unwrap(),
+            sv["read_only"].as_bool().unwrap(),
+        );
+        let want_row = (
+            want[0].to_owned(),
+            want[1],
+            want[2].to_owned(),
+            want[3] == "1",
+            want[4] == "1",
+        );
+        assert_eq!(seen, want_row);
+        let tree = manifest(&dir.join(format!("{}.manifest", want[1].replace('/', "_"))));
+        let files = sv["files"].as_object().unwrap();
+        let names: Vec<&String> = files.keys().collect();
+        assert_eq!(names, tree.keys().collect::<Vec<_>>(), "{}", want[1]);
+        for (path, w) in &tree {
+            if w[1] == "file" {
+                assert_eq!(files[path]["sha256"], w[8].as_str(), "{}: {path}", want[1]);
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_partitions_and_logical_volumes_are_listed() {
     let parts = guestkit_fixtures::build("vol-parts");

@@ -1,7 +1,8 @@
 //! Project automation.
 //!
 //! - `cargo xtask deps`: installs the tools the test fixtures are built with (Debian packages,
-//!   as root) and cargo-component (for the examples test), and checks that PostgreSQL answers.
+//!   as root; on Debian 12 btrfs-progs comes from bookworm-backports, for `mkfs.btrfs --subvol`)
+//!   and cargo-component (for the examples test), and checks that PostgreSQL answers.
 //! - `cargo xtask test [ARGS...]`: `deps`, then the whole test suite (`cargo test --workspace`),
 //!   passing ARGS through to cargo test, then `deploy-check`, then a short run of every fuzz
 //!   target.
@@ -116,8 +117,91 @@ fn deps() -> Result<(), String> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    ensure_btrfs_subvol()?;
     ensure_cargo_component()?;
     ensure_postgres()
+}
+
+/// The Btrfs subvolume fixtures make subvolumes with `mkfs.btrfs --rootdir DIR --subvol SUBDIR`
+/// (no mount needed), which btrfs-progs has since 6.12; Debian 12 ships 6.2, so there it comes
+/// from bookworm-backports. Elsewhere an older mkfs.btrfs is only warned about: the rest of the
+/// suite does not need it, and those fixtures' recipes fail with a message saying what is missing.
+fn ensure_btrfs_subvol() -> Result<(), String> {
+    if mkfs_btrfs_has_subvol() {
+        return Ok(());
+    }
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if !os_release
+        .lines()
+        .any(|l| l.trim() == "VERSION_CODENAME=bookworm")
+    {
+        eprintln!(
+            "xtask: warning: mkfs.btrfs has no --subvol (btrfs-progs 6.12 or newer); the Btrfs \
+             subvolume fixtures will fail until it is installed from your distribution"
+        );
+        return Ok(());
+    }
+    if has_apt_suite("bookworm-backports") {
+        eprintln!("xtask: installing btrfs-progs from bookworm-backports (mkfs.btrfs --subvol)");
+    } else {
+        eprintln!(
+            "xtask: adding bookworm-backports and installing btrfs-progs from it (mkfs.btrfs \
+             --subvol)"
+        );
+        std::fs::write(
+            "/etc/apt/sources.list.d/bookworm-backports.sources",
+            "Types: deb\n\
+             URIs: http://deb.debian.org/debian\n\
+             Suites: bookworm-backports\n\
+             Components: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        )
+        .map_err(|e| format!("writing the bookworm-backports apt source (run as root): {e}"))?;
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(["-t", "bookworm-backports", "btrfs-progs"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if mkfs_btrfs_has_subvol() {
+        Ok(())
+    } else {
+        Err(
+            "installed btrfs-progs from bookworm-backports, but mkfs.btrfs still has no --subvol \
+             (btrfs-progs 6.12 or newer is needed)"
+                .into(),
+        )
+    }
+}
+
+/// Whether `mkfs.btrfs --help` lists `--subvol`.
+fn mkfs_btrfs_has_subvol() -> bool {
+    Command::new("mkfs.btrfs")
+        .arg("--help")
+        .env("PATH", "/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin")
+        .output()
+        .is_ok_and(|o| {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text.contains("--subvol")
+        })
+}
+
+/// Whether an apt source (one-line `sources.list` style or deb822 `.sources`) already names
+/// `suite` on a line that is not a comment.
+fn has_apt_suite(suite: &str) -> bool {
+    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()));
+    }
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|text| {
+            text.lines().any(|l| {
+                let l = l.trim_start();
+                !l.starts_with('#') && l.split_whitespace().any(|w| w == suite)
+            })
+        })
+    })
 }
 
 /// The cargo-component version the example in `examples/handler-component` is built with.

@@ -9,7 +9,10 @@ use crate::report::{
 };
 use crate::windows;
 use crate::{Options, Section};
-use guestkit_handler_sdk::disk::{self, FileKind, Filesystem, Image, Volume, VolumeKind};
+use guestkit_handler_sdk::disk::{
+    self, BTRFS_TOP_LEVEL, BtrfsSubvolume, DiskError, FileKind, Filesystem, Image, Volume,
+    VolumeKind,
+};
 use guestkit_handler_sdk::{self as sdk, HandlerError};
 
 /// Filesystem types the host can open.
@@ -21,6 +24,154 @@ struct Opened {
     name: String,
     image: Image,
     volumes: Vec<Volume>,
+    /// The subvolumes of each Btrfs volume the host could list, by volume id.
+    subvolumes: Vec<(String, Vec<BtrfsSubvolume>)>,
+}
+
+impl Opened {
+    fn subvolumes(&self, volume: &str) -> Option<&[BtrfsSubvolume]> {
+        self.subvolumes
+            .iter()
+            .find(|(v, _)| v == volume)
+            .map(|(_, l)| l.as_slice())
+    }
+
+    fn is_btrfs(&self, volume: &str) -> bool {
+        self.volumes
+            .iter()
+            .any(|v| v.id == volume && v.fs_type.as_deref() == Some("btrfs"))
+    }
+
+    /// Opens the filesystem `loc` names on this image.
+    fn open(&self, loc: &Location) -> Result<Filesystem, DiskError> {
+        match &loc.subvolume {
+            Some(sub) => self.image.open_btrfs_subvolume(&loc.volume, sub),
+            None => self.image.open_filesystem(&loc.volume),
+        }
+    }
+}
+
+/// Which Btrfs subvolume an fstab line (or a candidate root) means.
+#[derive(Debug, Clone, Copy)]
+enum Subvol<'a> {
+    /// No `subvol=`/`subvolid=`: the default subvolume.
+    Default,
+    /// `subvol=PATH`, from the top level.
+    Path(&'a str),
+    /// `subvolid=ID`.
+    Id(u64),
+}
+
+impl<'a> Subvol<'a> {
+    /// What the mount options of an fstab line select (`subvol=` before `subvolid=`, which
+    /// Linux requires to agree).
+    fn from_options(options: &'a str) -> Self {
+        let opts = || options.split(',');
+        if let Some(p) = opts().find_map(|o| o.strip_prefix("subvol=")) {
+            return Subvol::Path(p);
+        }
+        match opts().find_map(|o| o.strip_prefix("subvolid=")) {
+            Some(id) => id.parse().map_or(Subvol::Default, Subvol::Id),
+            None => Subvol::Default,
+        }
+    }
+}
+
+/// The location of subvolume `sel` of Btrfs volume `volume` on `img`, always spelled the same
+/// way, so a root and the fstab line naming it compare equal: a listed subvolume by its path
+/// and id; the top level as no subvolume when it is the default, else as `/` (id 5). `None`
+/// for a `subvolid=` the listing does not have, or any but 5 when there is no listing.
+fn btrfs_location(img: &Opened, volume: &str, sel: Subvol<'_>) -> Option<Location> {
+    locate_subvolume(&img.name, volume, img.subvolumes(volume), sel)
+}
+
+/// [`btrfs_location`] given the volume's listing, if there is one.
+fn locate_subvolume(
+    image: &str,
+    volume: &str,
+    list: Option<&[BtrfsSubvolume]>,
+    sel: Subvol<'_>,
+) -> Option<Location> {
+    let base = Location {
+        image: image.to_string(),
+        volume: volume.to_string(),
+        ..Location::default()
+    };
+    let Some(list) = list else {
+        // Not listed: keep what the line says. An id other than the top level's cannot be
+        // spelled as a path, and the default in its place would be the wrong filesystem.
+        let subvolume = match sel {
+            Subvol::Path(p) => Some(p.trim_matches('/').to_string()).filter(|p| !p.is_empty()),
+            Subvol::Default | Subvol::Id(BTRFS_TOP_LEVEL) => None,
+            Subvol::Id(_) => return None,
+        };
+        return Some(Location { subvolume, ..base });
+    };
+    let top = || {
+        if list.iter().any(|s| s.is_default) {
+            Location {
+                subvolume: Some("/".into()),
+                subvolume_id: Some(BTRFS_TOP_LEVEL),
+                ..base.clone()
+            }
+        } else {
+            base.clone()
+        }
+    };
+    let found = match sel {
+        Subvol::Default => list.iter().find(|s| s.is_default),
+        Subvol::Id(BTRFS_TOP_LEVEL) => None,
+        Subvol::Id(id) => Some(list.iter().find(|s| s.id == id)?),
+        Subvol::Path(p) => {
+            let p = p.trim_matches('/');
+            if p.is_empty() {
+                None
+            } else {
+                let Some(s) = list.iter().find(|s| s.path == p) else {
+                    return Some(Location {
+                        subvolume: Some(p.to_string()),
+                        ..base
+                    });
+                };
+                Some(s)
+            }
+        }
+    };
+    Some(match found {
+        Some(s) => Location {
+            subvolume: Some(s.path.clone()),
+            subvolume_id: Some(s.id),
+            ..base
+        },
+        None => top(),
+    })
+}
+
+/// The candidate roots of a Btrfs volume whose subvolumes the host could not list: the default
+/// subvolume and each directory at its root that opens as a subvolume (`@`, `root`, ...), so a
+/// root in `@` is still found.
+fn unlisted_btrfs_candidates(img: &Opened, volume: &str) -> Vec<Location> {
+    let base = Location {
+        image: img.name.clone(),
+        volume: volume.to_string(),
+        ..Location::default()
+    };
+    let tops = img
+        .image
+        .open_filesystem(volume)
+        .and_then(|fs| fs.read_dir("/", 1000))
+        .map(|l| l.entries)
+        .unwrap_or_default();
+    let subvolumes = tops
+        .into_iter()
+        .filter(|e| e.kind == FileKind::Directory)
+        .filter(|e| img.image.open_btrfs_subvolume(volume, &e.name).is_ok())
+        .take(MAX_SUBVOLUMES)
+        .map(|e| Location {
+            subvolume: Some(e.name),
+            ..base.clone()
+        });
+    std::iter::once(base.clone()).chain(subvolumes).collect()
 }
 
 fn kind_name(k: VolumeKind) -> &'static str {
@@ -70,10 +221,25 @@ pub fn run(names: &[String], options: &Options) -> Result<Report, HandlerError> 
                 })
                 .collect(),
         });
+        let mut subvolumes = Vec::new();
+        for v in volumes
+            .iter()
+            .filter(|v| v.fs_type.as_deref() == Some("btrfs"))
+        {
+            match image.list_btrfs_subvolumes(&v.id) {
+                Ok(list) => subvolumes.push((v.id.clone(), list)),
+                Err(e) => report.warnings.push(format!(
+                    "{name} {}: btrfs subvolumes: {e}; trying the default subvolume and the \
+                     directories at its root instead",
+                    v.id
+                )),
+            }
+        }
         opened.push(Opened {
             name: name.clone(),
             image,
             volumes,
+            subvolumes,
         });
     }
 
@@ -86,43 +252,35 @@ pub fn run(names: &[String], options: &Options) -> Result<Report, HandlerError> 
             let Some(fs_type) = vol.fs_type.as_deref().filter(|t| OPENABLE.contains(t)) else {
                 continue;
             };
-            let fs = match img.image.open_filesystem(&vol.id) {
-                Ok(fs) => fs,
-                Err(e) => {
-                    report
-                        .warnings
-                        .push(format!("{} {}: {e}", img.name, vol.id));
-                    continue;
-                }
+            // Like libguestfs: on Btrfs the top level and every subvolume is a candidate root.
+            let candidates: Vec<Location> = match img.subvolumes(&vol.id) {
+                Some(list) if fs_type == "btrfs" => std::iter::once(Subvol::Path("/"))
+                    .chain(
+                        list.iter()
+                            .take(MAX_SUBVOLUMES)
+                            .map(|s| Subvol::Path(&s.path)),
+                    )
+                    .filter_map(|sel| btrfs_location(img, &vol.id, sel))
+                    .collect(),
+                None if fs_type == "btrfs" => unlisted_btrfs_candidates(img, &vol.id),
+                _ => vec![Location {
+                    image: img.name.clone(),
+                    volume: vol.id.clone(),
+                    ..Location::default()
+                }],
             };
-            let at = |subvolume: Option<String>| Location {
-                image: img.name.clone(),
-                volume: vol.id.clone(),
-                subvolume,
-            };
-            let is_btrfs = fs_type == "btrfs";
-            let tops: Vec<String> = if is_btrfs {
-                fs.read_dir("/", 1000)
-                    .map(|l| l.entries)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|e| e.kind == FileKind::Directory)
-                    .map(|e| e.name)
-                    .take(MAX_SUBVOLUMES)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if let Some(os) = inspect_fs(fs, at(None), index, &opened, options) {
-                report.operating_systems.push(os);
-                continue;
-            }
-            // A Btrfs top level that is not a root may hold roots in subvolumes (`@`, `root`,
-            // ...): each top-level directory that opens as a subvolume is tried.
-            for name in tops {
-                if let Ok(sub) = img.image.open_btrfs_subvolume(&vol.id, &name)
-                    && let Some(os) = inspect_fs(sub, at(Some(name)), index, &opened, options)
-                {
+            for loc in candidates {
+                let fs = match img.open(&loc) {
+                    Ok(fs) => fs,
+                    Err(e) => {
+                        let sub = loc.subvolume.as_deref().unwrap_or_default();
+                        report
+                            .warnings
+                            .push(format!("{} {} {sub}: {e}", img.name, vol.id));
+                        continue;
+                    }
+                };
+                if let Some(os) = inspect_fs(fs, loc, index, &opened, options) {
                     report.operating_systems.push(os);
                 }
             }
@@ -197,12 +355,7 @@ fn inspect_root(
     match g.read("/etc/fstab", 1 << 20) {
         Ok(Some(data)) => {
             for entry in etc::parse_fstab(&data) {
-                let subvol = entry
-                    .options
-                    .split(',')
-                    .find_map(|o| o.strip_prefix("subvol="))
-                    .map(|s| s.trim_start_matches('/').to_string())
-                    .filter(|s| !s.is_empty());
+                let subvol = Subvol::from_options(&entry.options);
                 // `/dev/root`, and `/` on the BSDs (whose device names do not translate),
                 // are the root itself.
                 let is_root =
@@ -210,10 +363,17 @@ fn inspect_root(
                 let resolved = if is_root {
                     Some(root.clone())
                 } else {
-                    resolve(&entry.spec, image_index, images).map(|(i, v)| Location {
-                        image: images[i].name.clone(),
-                        volume: v.id.clone(),
-                        subvolume: subvol.clone(),
+                    resolve(&entry.spec, image_index, images).and_then(|(i, v)| {
+                        let img = &images[i];
+                        if img.is_btrfs(&v.id) {
+                            btrfs_location(img, &v.id, subvol)
+                        } else {
+                            Some(Location {
+                                image: img.name.clone(),
+                                volume: v.id.clone(),
+                                ..Location::default()
+                            })
+                        }
                     })
                 };
                 if let Some(loc) = &resolved {
@@ -393,7 +553,7 @@ fn resolve_drive(
             return Some(Location {
                 image: img.name.clone(),
                 volume,
-                subvolume: None,
+                ..Location::default()
             });
         }
     }
@@ -411,11 +571,7 @@ fn mount(g: &mut Guest, images: &[Opened], loc: &Location, point: &str, os: &mut
     {
         return;
     }
-    let fs = match &loc.subvolume {
-        Some(sub) => img.image.open_btrfs_subvolume(&loc.volume, sub),
-        None => img.image.open_filesystem(&loc.volume),
-    };
-    match fs {
+    match img.open(loc) {
         Ok(fs) => g.mount(point, fs),
         Err(e) => os.warnings.push(format!(
             "mounting {point} from {} {}: {e}",
@@ -539,6 +695,51 @@ fn resolve<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn subvolume(id: u64, path: &str, is_default: bool) -> BtrfsSubvolume {
+        BtrfsSubvolume {
+            id,
+            path: path.into(),
+            parent_id: BTRFS_TOP_LEVEL,
+            is_default,
+            read_only: false,
+        }
+    }
+
+    fn located(
+        list: Option<&[BtrfsSubvolume]>,
+        sel: Subvol<'_>,
+    ) -> Option<(Option<String>, Option<u64>)> {
+        locate_subvolume("img", "p1", list, sel).map(|l| (l.subvolume, l.subvolume_id))
+    }
+
+    #[test]
+    fn subvolid_is_never_the_default_in_disguise() {
+        let list = [subvolume(256, "@", true), subvolume(257, "@home", false)];
+        assert_eq!(
+            located(Some(&list), Subvol::Id(257)),
+            Some((Some("@home".into()), Some(257)))
+        );
+        assert_eq!(located(Some(&list), Subvol::Id(300)), None);
+        assert_eq!(
+            located(Some(&list), Subvol::Id(BTRFS_TOP_LEVEL)),
+            Some((Some("/".into()), Some(5)))
+        );
+        assert_eq!(
+            located(Some(&list), Subvol::Default),
+            Some((Some("@".into()), Some(256)))
+        );
+        // Without a listing an id cannot be spelled: no location rather than the default.
+        assert_eq!(located(None, Subvol::Id(257)), None);
+        assert_eq!(
+            located(None, Subvol::Id(BTRFS_TOP_LEVEL)),
+            Some((None, None))
+        );
+        assert_eq!(
+            located(None, Subvol::Path("/@home")),
+            Some((Some("@home".into()), None))
+        );
+    }
 
     #[test]
     fn device_names() {

@@ -41,11 +41,17 @@ pub struct FilesystemReport {
 }
 
 /// Where an OS root is: image, volume and, for Btrfs, subvolume.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Location {
     pub image: String,
     pub volume: String,
+    /// Path from the top level (`/` for the top level itself when it is not the default);
+    /// `None` for other filesystems and for a Btrfs whose default is the top level.
     pub subvolume: Option<String>,
+    /// The subvolume's id, when the host listed it (added in schema 1.0 without a bump: absent
+    /// when unknown, so older readers see the same documents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subvolume_id: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -10,10 +10,11 @@ pub mod options;
 pub mod report;
 pub mod tree;
 
-use guestkit_handler_sdk::disk::{self, DiskError, FileKind, Filesystem};
+use guestkit_handler_sdk::disk::{self, BTRFS_TOP_LEVEL, DiskError, FileKind, Filesystem};
 use guestkit_handler_sdk::{self as sdk, Handler, HandlerError, HandlerInfo, Job, Output};
 use report::{Finding, Profile, Severity, Summary};
 use serde::Serialize;
+use std::collections::HashMap;
 use tree::{Entry, FsError, Kind, Meta, Scan, Tree};
 
 /// Version of the output document's shape.
@@ -299,6 +300,8 @@ impl Run {
                 roots.extend(sub);
             }
         }
+        // Each volume's Btrfs subvolumes, listed when an fstab first names one by id.
+        let mut subvolumes = HashMap::new();
         for (found, root) in roots {
             sdk::log::info(&format!(
                 "profiling {name} {}{} ({})",
@@ -322,7 +325,39 @@ impl Run {
                 let Some(volume) = volumes.iter().find(|v| mounts::matches(&entry.spec, v)) else {
                     continue;
                 };
-                let opened = match &entry.subvol {
+                // `subvolid=` names the subvolume by id: its path comes from the host's list,
+                // read once per volume. An id it does not hold is not mounted at all: the
+                // default subvolume in its place would show the wrong files.
+                let subvol = match (&entry.subvol, entry.subvolid) {
+                    (Some(path), _) => Some(path.clone()),
+                    (None, None) => None,
+                    (None, Some(BTRFS_TOP_LEVEL)) => Some("/".into()),
+                    (None, Some(id)) => {
+                        let listing = subvolumes.entry(volume.id.clone()).or_insert_with(|| {
+                            image
+                                .list_btrfs_subvolumes(&volume.id)
+                                .map_err(|e| e.to_string())
+                        });
+                        let path = match listing {
+                            Ok(list) => list.iter().find(|s| s.id == id).map(|s| s.path.clone()),
+                            Err(_) => None,
+                        };
+                        let Some(path) = path else {
+                            let why = match listing {
+                                Ok(_) => "no such subvolume".to_string(),
+                                Err(e) => format!("cannot list its subvolumes: {e}"),
+                            };
+                            let message = format!(
+                                "not mounting {} (subvolid={id}) as /etc/fstab says: {why}",
+                                entry.target
+                            );
+                            self.warn(name, Some(&volume.id), message);
+                            continue;
+                        };
+                        Some(path)
+                    }
+                };
+                let opened = match &subvol {
                     Some(sub) => image.open_btrfs_subvolume(&volume.id, sub),
                     None => image.open_filesystem(&volume.id),
                 };
@@ -331,7 +366,7 @@ impl Run {
                         MountInfo {
                             path: entry.target.clone(),
                             volume: volume.id.clone(),
-                            subvolume: entry.subvol.clone(),
+                            subvolume: subvol.clone(),
                         },
                         DiskTree(fs),
                     )),

@@ -21,6 +21,8 @@ pub struct FstabEntry {
     pub target: String,
     /// Btrfs `subvol=` option, without a leading `/`.
     pub subvol: Option<String>,
+    /// Btrfs `subvolid=` option, when there is no `subvol=`.
+    pub subvolid: Option<u64>,
 }
 
 /// Most mounts followed per root.
@@ -101,10 +103,16 @@ pub fn parse_fstab(text: &Text) -> Vec<FstabEntry> {
                 .map(|s| s.trim_start_matches('/').to_string())
                 .filter(|s| !s.is_empty())
         });
+        let subvolid = f
+            .get(3)
+            .filter(|_| subvol.is_none())
+            .and_then(|opts| opts.split(',').find_map(|o| o.strip_prefix("subvolid=")))
+            .and_then(|id| id.parse().ok());
         out.push(FstabEntry {
             spec,
             target: target.trim_end_matches('/').to_string(),
             subvol,
+            subvolid,
         });
         if out.len() == MAX_MOUNTS {
             break;
@@ -209,6 +217,7 @@ mod tests {
              /dev/sdb1 none swap sw 0 0\n\
              /dev/disk/by-partlabel/var /var/ auto defaults\n\
              UUID=b /home btrfs subvol=/@home,compress=zstd 0 0\n\
+             UUID=b /var/log btrfs compress=zstd,subvolid=257 0 0\n\
              proc /proc proc defaults 0 0\n\
              short line\n",
         ));
@@ -218,22 +227,32 @@ mod tests {
                 FstabEntry {
                     spec: Spec::Uuid("3F1D".into()),
                     target: "/boot".into(),
-                    subvol: None
+                    subvol: None,
+                    subvolid: None
                 },
                 FstabEntry {
                     spec: Spec::Label("my data".into()),
                     target: "/srv/my data".into(),
-                    subvol: None
+                    subvol: None,
+                    subvolid: None
                 },
                 FstabEntry {
                     spec: Spec::PartLabel("var".into()),
                     target: "/var".into(),
-                    subvol: None
+                    subvol: None,
+                    subvolid: None
                 },
                 FstabEntry {
                     spec: Spec::Uuid("b".into()),
                     target: "/home".into(),
-                    subvol: Some("@home".into())
+                    subvol: Some("@home".into()),
+                    subvolid: None
+                },
+                FstabEntry {
+                    spec: Spec::Uuid("b".into()),
+                    target: "/var/log".into(),
+                    subvol: None,
+                    subvolid: Some(257)
                 },
             ]
         );

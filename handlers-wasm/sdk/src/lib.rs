@@ -223,8 +223,8 @@ pub mod disk {
     use crate::HandlerError;
     pub use crate::bindings::guestkit::handler::checksum::Algorithm;
     pub use crate::bindings::guestkit::handler::disk::{
-        DirEntry, DirListing, DiskError, FileKind, Filesystem, Image, ImageInfo, Stat, Volume,
-        VolumeKind, open,
+        BtrfsSubvolume, DirEntry, DirListing, DiskError, FileKind, Filesystem, Image, ImageInfo,
+        Stat, Volume, VolumeKind, open,
     };
     pub use crate::walk::{
         MAX_DIR_ENTRIES, WalkEntry, WalkError, WalkOptions, WalkSource, Walker, walk,
@@ -232,6 +232,10 @@ pub mod disk {
 
     /// Largest read the host serves per call.
     pub const MAX_READ: u32 = 1 << 20;
+
+    /// Id of the Btrfs top-level subvolume: `subvolid=5` in an fstab, path `/` for
+    /// `open-btrfs-subvolume`; `list-btrfs-subvolumes` does not list it.
+    pub const BTRFS_TOP_LEVEL: u64 = 5;
 
     /// `io` becomes `failed` (worth a retry), `unsupported` stays `unsupported`, and the rest
     /// (`not-found`, `invalid`, `corrupt`, `limit`) are `invalid-input`: the image does not fit

@@ -9,6 +9,7 @@
 //! symlink chains at [`MAX_SYMLINK_HOPS`].
 
 mod btrfs;
+mod btrfs_subvol;
 mod error;
 mod ext4;
 mod fat;
@@ -21,6 +22,7 @@ mod xfs;
 
 use std::sync::Arc;
 
+pub use btrfs_subvol::BtrfsSubvolume;
 pub use error::{Error, Result};
 pub use guestkit_block::BlockSource;
 pub use probe::probe;
@@ -175,6 +177,15 @@ pub fn open(src: Arc<dyn BlockSource>) -> Result<Box<dyn Filesystem>> {
 pub fn open_btrfs_subvolume(src: Arc<dyn BlockSource>, path: &str) -> Result<Box<dyn Filesystem>> {
     match probe(&*src)? {
         Some(FsType::Btrfs) => btrfs::open(src, Some(path.to_owned())),
+        other => Err(Error::Unsupported(format!("not btrfs but {other:?}"))),
+    }
+}
+
+/// The subvolumes of the Btrfs filesystem on `src`, sorted by id, as `btrfs subvolume list`
+/// shows them (the top level, id 5, is not listed; it opens by path `/`).
+pub fn list_btrfs_subvolumes(src: &dyn BlockSource) -> Result<Vec<BtrfsSubvolume>> {
+    match probe(src)? {
+        Some(FsType::Btrfs) => btrfs_subvol::list(src),
         other => Err(Error::Unsupported(format!("not btrfs but {other:?}"))),
     }
 }

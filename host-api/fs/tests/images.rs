@@ -87,24 +87,13 @@ fn read_all(fs: &dyn Filesystem, path: &str, size: u64, chunk: usize) -> Vec<u8>
     out
 }
 
-fn check_tree(image: &str, want_type: FsType, manifest_name: &str, caps: Caps) {
-    let dir = fixtures();
-    let image = dir.join(image);
-    let want = manifest(&dir, manifest_name);
-    let fs = open_file(&image);
-    assert_eq!(fs.fs_type(), want_type);
-    let ids = blkid(&image);
-    assert_eq!(
-        ids.get("TYPE").map(String::as_str),
-        Some(want_type.blkid_name())
-    );
-    assert_eq!(fs.label(), ids.get("LABEL").cloned(), "label");
-    assert_eq!(fs.uuid(), ids.get("UUID").cloned(), "uuid");
-
+/// Every directory of the manifest lists exactly its children, and every entry has its kind,
+/// size, content, link target and (as `caps` allow) owner, mode and mtime.
+fn check_entries(fs: &dyn Filesystem, want: &BTreeMap<String, Entry>, caps: &Caps) {
     // Listings: every directory of the manifest lists exactly its children.
     let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     children.insert("/".into(), BTreeSet::new());
-    for (path, e) in &want {
+    for (path, e) in want {
         let (parent, name) = path.rsplit_once('/').unwrap();
         let parent = if parent.is_empty() { "/" } else { parent };
         children
@@ -142,7 +131,7 @@ fn check_tree(image: &str, want_type: FsType, manifest_name: &str, caps: Caps) {
     }
 
     // Every entry: metadata, content, link targets.
-    for (path, w) in &want {
+    for (path, w) in want {
         let m = fs
             .lstat(path)
             .unwrap_or_else(|e| panic!("lstat {path}: {e}"));
@@ -160,7 +149,7 @@ fn check_tree(image: &str, want_type: FsType, manifest_name: &str, caps: Caps) {
                 assert_eq!(sha256(&whole), w.extra, "content of {path}");
                 if w.size > 100_000 {
                     // Odd-sized ranges cross every block boundary.
-                    assert_eq!(read_all(&*fs, path, w.size, 65_537), whole, "ranged {path}");
+                    assert_eq!(read_all(fs, path, w.size, 65_537), whole, "ranged {path}");
                     let mid = fs.read_file(path, 1_000_003, 77_777).expect("range");
                     assert_eq!(mid, whole[1_000_003..1_000_003 + 77_777], "range of {path}");
                 }
@@ -181,6 +170,22 @@ fn check_tree(image: &str, want_type: FsType, manifest_name: &str, caps: Caps) {
             }
         }
     }
+}
+
+fn check_tree(image: &str, want_type: FsType, manifest_name: &str, caps: Caps) {
+    let dir = fixtures();
+    let image = dir.join(image);
+    let want = manifest(&dir, manifest_name);
+    let fs = open_file(&image);
+    assert_eq!(fs.fs_type(), want_type);
+    let ids = blkid(&image);
+    assert_eq!(
+        ids.get("TYPE").map(String::as_str),
+        Some(want_type.blkid_name())
+    );
+    assert_eq!(fs.label(), ids.get("LABEL").cloned(), "label");
+    assert_eq!(fs.uuid(), ids.get("UUID").cloned(), "uuid");
+    check_entries(&*fs, &want, &caps);
 
     if caps.links {
         // Symlinks are followed in the middle and at the end of paths, relative and absolute.
@@ -308,14 +313,74 @@ fn xfs_tree_multi_ag() {
     );
 }
 
+const BTRFS_CAPS: Caps = Caps {
+    // lambutter does not expose inode times.
+    links: true,
+    owners: true,
+    mtime: 0,
+};
+
+/// `subvolumes.expected` of the `fs-btrfs-subvol` fixture, which the recipe parsed from
+/// `btrfs inspect-internal dump-tree`.
+fn expected_subvolumes(dir: &Path) -> Vec<guestkit_fs::BtrfsSubvolume> {
+    let text = std::fs::read_to_string(dir.join("subvolumes.expected")).expect("oracle");
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 5, "oracle line {l:?}");
+            guestkit_fs::BtrfsSubvolume {
+                id: f[0].parse().unwrap(),
+                path: f[1].to_owned(),
+                parent_id: f[2].parse().unwrap(),
+                is_default: f[3] == "1",
+                read_only: f[4] == "1",
+            }
+        })
+        .collect()
+}
+
+fn subvol_manifest(dir: &Path, path: &str) -> BTreeMap<String, Entry> {
+    manifest(dir, &format!("{}.manifest", path.replace('/', "_")))
+}
+
 #[test]
-fn btrfs_subvolume_by_path() {
+fn btrfs_subvolume_list() {
+    let dir = guestkit_fixtures::build("fs-btrfs-subvol");
+    let src = FileSource::open(&dir.join("btrfs-subvol.img")).unwrap();
+    let got = guestkit_fs::list_btrfs_subvolumes(&src).expect("list");
+    assert_eq!(got, expected_subvolumes(&dir));
+    // A filesystem without subvolumes lists none; another filesystem is refused.
+    let plain = FileSource::open(&fixtures().join("btrfs.img")).unwrap();
+    assert_eq!(guestkit_fs::list_btrfs_subvolumes(&plain).unwrap(), vec![]);
+    let ext4 = FileSource::open(&fixtures().join("ext4.img")).unwrap();
+    assert!(matches!(
+        guestkit_fs::list_btrfs_subvolumes(&ext4),
+        Err(Error::Unsupported(_))
+    ));
+}
+
+#[test]
+fn btrfs_subvolumes_by_path() {
+    let dir = guestkit_fixtures::build("fs-btrfs-subvol");
     let src: Arc<dyn BlockSource> =
-        Arc::new(FileSource::open(&fixtures().join("btrfs.img")).unwrap());
-    // The installed mkfs.btrfs cannot make subvolumes without mounting: only the refusal of a
-    // plain directory and of a missing path can be checked here.
-    assert!(guestkit_fs::open_btrfs_subvolume(src.clone(), "/etc").is_err());
-    assert!(guestkit_fs::open_btrfs_subvolume(src.clone(), "/nope").is_err());
+        Arc::new(FileSource::open(&dir.join("btrfs-subvol.img")).unwrap());
+    let subvolumes = expected_subvolumes(&dir);
+    assert!(subvolumes.len() >= 5);
+    for sv in &subvolumes {
+        let fs = guestkit_fs::open_btrfs_subvolume(src.clone(), &format!("/{}", sv.path))
+            .unwrap_or_else(|e| panic!("opening {}: {e}", sv.path));
+        check_entries(&*fs, &subvol_manifest(&dir, &sv.path), &BTRFS_CAPS);
+    }
+    // `/` is the top level, whatever the default is.
+    let top = guestkit_fs::open_btrfs_subvolume(src.clone(), "/").unwrap();
+    check_entries(&*top, &manifest(&dir, "top.manifest"), &BTRFS_CAPS);
+    // A plain directory, a path inside a subvolume and a missing path are no subvolumes.
+    for bad in ["/srv", "/@/etc", "/nope"] {
+        assert!(
+            guestkit_fs::open_btrfs_subvolume(src.clone(), bad).is_err(),
+            "{bad}"
+        );
+    }
     let ext4: Arc<dyn BlockSource> =
         Arc::new(FileSource::open(&fixtures().join("ext4.img")).unwrap());
     assert!(matches!(
@@ -324,19 +389,89 @@ fn btrfs_subvolume_by_path() {
     ));
 }
 
+/// The image with one byte changed: a damaged tree node, as an untrusted image may hold.
+struct Damaged<'a> {
+    inner: &'a FileSource,
+    at: u64,
+    xor: u8,
+}
+
+impl BlockSource for Damaged<'_> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> guestkit_block::Result<()> {
+        self.inner.read_at(offset, buf)?;
+        if let Some(i) = self.at.checked_sub(offset)
+            && (i as usize) < buf.len()
+        {
+            buf[i as usize] ^= self.xor;
+        }
+        Ok(())
+    }
+}
+
+/// Damage in any tree node (found by the filesystem's UUID in their headers) makes the listing
+/// an error or a different list, never a panic or a hang.
+#[test]
+fn btrfs_subvolume_list_of_damaged_nodes() {
+    let dir = guestkit_fixtures::build("fs-btrfs-subvol");
+    let src = FileSource::open(&dir.join("btrfs-subvol.img")).unwrap();
+    let mut sb = [0u8; 0x100];
+    src.read_at(0x10000, &mut sb).unwrap();
+    let fsid = &sb[0x20..0x30];
+    let nodesize = u32::from_le_bytes(sb[0x94..0x98].try_into().unwrap()) as u64;
+    let mut nodes = Vec::new();
+    let mut header = [0u8; 0x30];
+    let mut at = 0;
+    while at + nodesize <= src.size() {
+        src.read_at(at, &mut header).unwrap();
+        if &header[0x20..0x30] == fsid && at != 0x10000 {
+            nodes.push(at);
+        }
+        at += nodesize;
+    }
+    assert!(nodes.len() >= 8, "{} tree nodes found", nodes.len());
+    // Header fields (bytenr, nritems, level), the first item headers and keys, and bytes
+    // spread over the rest, each with a few bit patterns.
+    let mut offsets: Vec<u64> = vec![0x30, 0x60, 0x61, 0x63, 0x64];
+    offsets.extend((0x65..0x65 + 25 * 4).step_by(3));
+    offsets.extend((0..nodesize).step_by(997));
+    for &node in &nodes {
+        for &off in &offsets {
+            for xor in [0x01, 0x80, 0xff] {
+                let damaged = Damaged {
+                    inner: &src,
+                    at: node + off,
+                    xor,
+                };
+                let _ = guestkit_fs::list_btrfs_subvolumes(&damaged);
+            }
+        }
+    }
+}
+
+/// `open` gives the default subvolume, which is not the top level here.
+#[test]
+fn btrfs_default_subvolume() {
+    let dir = guestkit_fixtures::build("fs-btrfs-subvol");
+    let image = dir.join("btrfs-subvol.img");
+    let default: Vec<_> = expected_subvolumes(&dir)
+        .into_iter()
+        .filter(|s| s.is_default)
+        .collect();
+    assert_eq!(default.len(), 1);
+    let fs = open_file(&image);
+    assert_eq!(fs.fs_type(), FsType::Btrfs);
+    let ids = blkid(&image);
+    assert_eq!(fs.uuid(), ids.get("UUID").cloned(), "uuid");
+    assert_eq!(fs.label(), ids.get("LABEL").cloned(), "label");
+    check_entries(&*fs, &subvol_manifest(&dir, &default[0].path), &BTRFS_CAPS);
+}
+
 #[test]
 fn btrfs_tree() {
-    // lambutter does not expose inode times.
-    check_tree(
-        "btrfs.img",
-        FsType::Btrfs,
-        "tree.manifest",
-        Caps {
-            links: true,
-            owners: true,
-            mtime: 0,
-        },
-    );
+    check_tree("btrfs.img", FsType::Btrfs, "tree.manifest", BTRFS_CAPS);
 }
 
 #[test]

@@ -70,7 +70,14 @@ impl Handler for DiskTool {
         HandlerInfo {
             name: "test.disktool".into(),
             version: "0.1.0".into(),
-            operations: ["disk.volumes", "disk.read", "disk.walk", "disk.checksum", "disk.abuse"]
+            operations: [
+                "disk.volumes",
+                "disk.read",
+                "disk.walk",
+                "disk.checksum",
+                "disk.abuse",
+                "disk.btrfs-subvolumes",
+            ]
                 .map(String::from)
                 .to_vec(),
             description: "Exercises the disk API (tests only).".into(),
@@ -137,6 +144,22 @@ impl Handler for DiskTool {
                     out["file"] = json!(disk::checksum_file(&fs, path, algo)?);
                 }
                 sdk::output(&out)
+            }
+            "disk.btrfs-subvolumes" => {
+                // The list, and what each subvolume holds when opened by its path.
+                let image = disk::open(&image_name)?;
+                let volume = str_arg(&payload, "volume")?;
+                let mut subvolumes = Vec::new();
+                for sv in image.list_btrfs_subvolumes(volume)? {
+                    let fs = image.open_btrfs_subvolume(volume, &sv.path)?;
+                    let mut files = serde_json::Map::new();
+                    walk(&fs, "/", &mut files)?;
+                    subvolumes.push(json!({
+                        "id": sv.id, "path": sv.path, "parent_id": sv.parent_id,
+                        "default": sv.is_default, "read_only": sv.read_only, "files": files,
+                    }));
+                }
+                sdk::output(&json!({"subvolumes": subvolumes}))
             }
             "disk.abuse" => {
                 // Each attempt must come back as an error, never as data it should not see.
