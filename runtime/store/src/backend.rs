@@ -210,18 +210,27 @@ macro_rules! impl_job_store {
                         .filter(|row| row.idempotency_key.is_some())
                         .collect();
                     let mut existing = HashMap::new();
-                    if !keyed.is_empty() {
+                    // One lookup per tenant, so the unique (tenant, idempotency_key) index
+                    // answers it; keys alone are not indexed.
+                    let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                    for row in &keyed {
+                        if let Some(key) = row.idempotency_key.as_deref() {
+                            by_tenant.entry(row.tenant.as_str()).or_default().push(key);
+                        }
+                    }
+                    for (tenant, keys) in by_tenant {
                         let sql = format!(
                             concat!(
                                 "SELECT ",
                                 crate::common::job_cols!(),
-                                " FROM jobs WHERE idempotency_key IN ({})"
+                                " FROM jobs WHERE tenant = {} AND idempotency_key IN ({})"
                             ),
-                            placeholders(Self::NUMBERED, 1, keyed.len())
+                            placeholders(Self::NUMBERED, 1, 1),
+                            placeholders(Self::NUMBERED, 2, keys.len())
                         );
-                        let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
-                        for row in &keyed {
-                            q = q.bind(row.idempotency_key.as_deref());
+                        let mut q = sqlx::query::<$db>(AssertSqlSafe(sql)).bind(tenant);
+                        for key in keys {
+                            q = q.bind(key);
                         }
                         let found = q.fetch_all(&mut *conn).await;
                         for found in found.ctx("looking up idempotency keys")? {

@@ -304,10 +304,15 @@ async fn submit_batch_per_item_results(kind: Kind) {
         .submit(keyed("b-k0", "k0"))
         .await
         .expect("submit keyed");
+    // Keys are per tenant: another tenant's k0 is a new job; one batch may hold both.
+    let mut other = keyed("b-k4", "k0");
+    other.tenant = "globex".to_owned();
     let batch = vec![
         keyed("b-k1", "k0"),
         keyed("b-k2", "k2"),
         keyed("b-k3", "k2"),
+        other,
+        keyed("b-k5", "k2"),
     ];
     let results = h.store.submit_batch(batch).await.expect("batch");
     let got: Vec<(String, bool)> = results
@@ -321,10 +326,12 @@ async fn submit_batch_per_item_results(kind: Kind) {
         ("b-k0".into(), false),
         ("b-k2".into(), true),
         ("b-k2".into(), false),
+        ("b-k4".into(), true),
+        ("b-k2".into(), false),
     ];
     assert_eq!(got, expected);
     let counts = h.store.counts().await.expect("counts");
-    assert_eq!(counts[&JobState::Queued], 5);
+    assert_eq!(counts[&JobState::Queued], 6);
     h.finish().await;
 }
 
