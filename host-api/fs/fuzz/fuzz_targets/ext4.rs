@@ -1,5 +1,6 @@
-//! Fuzzes the ext4 reader: seed the corpus with small ext4 images (e.g. from the fs-images fixture);
-//! `open` probes, so mutations that change the magic land in other readers too, which is fine.
+//! Fuzzes the ext4 reader, starting from the ext2 and ext4 images `seeds/make.sh` writes to
+//! `seeds/ext4/`; `open` probes, so mutations that change the magic land in other readers
+//! too, which is fine.
 #![no_main]
 
 mod walk;

@@ -1,5 +1,6 @@
-//! Fuzzes the fat reader: seed the corpus with small fat images (e.g. from the fs-images fixture);
-//! `open` probes, so mutations that change the magic land in other readers too, which is fine.
+//! Fuzzes the fat reader, starting from the FAT12 and FAT16 images `seeds/make.sh` writes to
+//! `seeds/fat/`; `open` probes, so mutations that change the magic land in other readers
+//! too, which is fine.
 #![no_main]
 
 mod walk;
