@@ -361,11 +361,9 @@ fn fuzz(seconds: u64) -> Result<(), String> {
             for d in [&corpus, &artifacts] {
                 std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
             }
-            // Checked-in seed inputs (seeds/TARGET/ or seeds/) start the search past the
-            // headers; new finds go to the corpus under target/.
-            let seeds = [dir.join("seeds").join(name), dir.join("seeds")]
-                .into_iter()
-                .find(|d| d.is_dir());
+            // Checked-in seed inputs (seeds/TARGET/) start the search past the headers; new
+            // finds go to the corpus under target/.
+            let seeds = Some(dir.join("seeds").join(name)).filter(|d| d.is_dir());
             eprintln!("xtask: fuzzing {name} for {seconds} s");
             // Stable toolchain: cargo-fuzz needs -Z flags for the sanitizer instrumentation.
             run(Command::new(&cargo)

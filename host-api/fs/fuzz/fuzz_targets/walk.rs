@@ -10,13 +10,19 @@ pub fn walk(data: &[u8]) {
     let mut stack = vec![String::from("/")];
     let mut budget = 2000;
     while let Some(dir) = stack.pop() {
-        let Ok(listing) = fs.read_dir(&dir, 256) else { continue };
+        let Ok(listing) = fs.read_dir(&dir, 256) else {
+            continue;
+        };
         for e in listing.entries {
             budget -= 1;
             if budget == 0 {
                 return;
             }
-            let path = if dir == "/" { format!("/{}", e.name) } else { format!("{dir}/{}", e.name) };
+            let path = if dir == "/" {
+                format!("/{}", e.name)
+            } else {
+                format!("{dir}/{}", e.name)
+            };
             let _ = fs.lstat(&path);
             match e.kind {
                 FileKind::Dir if path.matches('/').count() < 16 => stack.push(path),
