@@ -122,13 +122,14 @@ fn meta_of(e: &fatfs::DirEntry<'_, Cursor>) -> Metadata {
 /// fatfs' own path lookup is not used: it scans without bound, and a looping chain never ends.
 fn find<'a>(dir: &FatDir<'a>, name: &str, path: &[String]) -> Result<fatfs::DirEntry<'a, Cursor>> {
     let mut fallback = None;
+    let lower = name.to_lowercase();
     for e in dir.iter().take(MAX_DIR_ENTRIES) {
         let e = e.map_err(|e| io_err(path, e))?;
         let n = fix_short_case(e.file_name());
         if n == name {
             return Ok(e);
         }
-        if fallback.is_none() && n.to_lowercase() == name.to_lowercase() {
+        if fallback.is_none() && n.to_lowercase() == lower {
             fallback = Some(e);
         }
     }
