@@ -881,6 +881,7 @@ mod tests {
             sb[0x50..0x58].copy_from_slice(&root.0.to_le_bytes());
             sb[0x58..0x60].copy_from_slice(&chunk_root.to_le_bytes());
             sb[0x80..0x88].copy_from_slice(&ROOT_TREE_DIR.to_le_bytes());
+            sb[0x90..0x94].copy_from_slice(&4096u32.to_le_bytes()); // sectorsize
             sb[0x94..0x98].copy_from_slice(&(self.nodesize as u32).to_le_bytes());
             sb[0xa0..0xa4]
                 .copy_from_slice(&((KEY_LEN + CHUNK_LEN + STRIPE_LEN) as u32).to_le_bytes());
@@ -966,6 +967,49 @@ mod tests {
         (key(ROOT_TREE_DIR, DIR_ITEM, DEFAULT_HASH), d)
     }
 
+    /// A subvolume's tree items for a root directory holding one small file, `hello`, so that
+    /// lambutter, which the fuzz target also walks, finds something to read.
+    fn root_dir_with_a_file() -> Vec<(Key, Vec<u8>)> {
+        const INODE_ITEM: u8 = 1;
+        const DIR_INDEX: u8 = 96;
+        const EXTENT_DATA: u8 = 108;
+        // btrfs_name_hash("hello").
+        const HELLO_HASH: u64 = 1_570_712_351;
+        let inode = |mode: u32, size: u64, nlink: u32| {
+            let mut d = vec![0u8; 160];
+            d[16..24].copy_from_slice(&size.to_le_bytes());
+            d[40..44].copy_from_slice(&nlink.to_le_bytes());
+            d[52..56].copy_from_slice(&mode.to_le_bytes());
+            d
+        };
+        let mut entry = 257u64.to_le_bytes().to_vec();
+        entry.push(INODE_ITEM);
+        entry.extend_from_slice(&0u64.to_le_bytes()); // location offset
+        entry.extend_from_slice(&0u64.to_le_bytes()); // transid
+        entry.extend_from_slice(&0u16.to_le_bytes()); // data length
+        entry.extend_from_slice(&5u16.to_le_bytes()); // name length
+        entry.push(1); // BTRFS_FT_REG_FILE
+        entry.extend_from_slice(b"hello");
+        let mut index_ref = 2u64.to_le_bytes().to_vec();
+        index_ref.extend_from_slice(&5u16.to_le_bytes());
+        index_ref.extend_from_slice(b"hello");
+        // An inline extent: generation, ram bytes, compression, encryption, other encoding,
+        // type (0, inline), then the bytes.
+        let mut extent = 0u64.to_le_bytes().to_vec();
+        extent.extend_from_slice(&3u64.to_le_bytes());
+        extent.extend_from_slice(&[0, 0, 0, 0, 0]);
+        extent.extend_from_slice(b"hi\n");
+        vec![
+            (key(256, INODE_ITEM, 0), inode(0o40755, 10, 1)),
+            (key(256, INODE_REF, 256), inode_ref(b"..")),
+            (key(256, DIR_ITEM, HELLO_HASH), entry.clone()),
+            (key(256, DIR_INDEX, 2), entry),
+            (key(257, INODE_ITEM, 0), inode(0o100644, 3, 1)),
+            (key(257, INODE_REF, 256), index_ref),
+            (key(257, EXTENT_DATA, 0), extent),
+        ]
+    }
+
     fn listed(id: u64, path: &str, parent_id: u64, default: bool, ro: bool) -> BtrfsSubvolume {
         BtrfsSubvolume {
             id,
@@ -983,11 +1027,12 @@ mod tests {
         // The usual flat layout: `@` the default by the `default` entry, a read-only snapshot.
         let mut img = Image::compact(4096);
         let top = img.tree(vec![]);
+        let at = img.tree(root_dir_with_a_file());
         let mut items = vec![
             (key(TOP_LEVEL, ROOT_ITEM, 0), root_item(top)),
             default_entry_item(256),
         ];
-        items.extend(subvolume(256, TOP_LEVEL, 256, b"@", top));
+        items.extend(subvolume(256, TOP_LEVEL, 256, b"@", at));
         items.extend(subvolume(257, TOP_LEVEL, 256, b"@home", top));
         let [(k, item), backref] = subvolume(258, TOP_LEVEL, 256, b"@snapshot", top);
         items.extend([(k, read_only(item)), backref]);
@@ -1008,9 +1053,10 @@ mod tests {
             (key(302, INODE_REF, 301), inode_ref(b"lib")),
         ]);
         let empty = img.tree(vec![]);
+        let files = img.tree(root_dir_with_a_file());
         let mut items = vec![(key(TOP_LEVEL, ROOT_ITEM, 0), root_item(top))];
         items.extend(subvolume(256, TOP_LEVEL, 256, b"@", at));
-        items.extend(subvolume(257, 256, 302, b"machines", empty));
+        items.extend(subvolume(257, 256, 302, b"machines", files));
         let [(k, item), backref] = subvolume(258, TOP_LEVEL, 300, b"1", empty);
         items.extend([(k, read_only(item)), backref]);
         items.extend(subvolume(259, 257, 256, b"inner", empty));
