@@ -864,8 +864,8 @@ mod tests {
             }
         }
 
-        /// The superblock, its one system chunk (`physical` for logical 0) and an empty chunk
-        /// tree; the image as a device.
+        /// The superblock, its one system chunk (`physical` for logical 0) and the chunk tree
+        /// (empty, or holding that chunk for a compact image); the image as a device.
         fn finish(mut self, root: (u64, u8), physical: u64) -> MemSource {
             // The chunk spans the whole image, chunk tree leaf included.
             let len = (self.bytes.len() + self.nodesize) as u64;
@@ -1020,8 +1020,9 @@ mod tests {
         }
     }
 
-    /// The fuzz target's seeds: a name, a compact image, and what `list` finds in it.
-    fn fuzz_seeds() -> Vec<(&'static str, MemSource, Vec<BtrfsSubvolume>)> {
+    /// The fuzz target's seeds: a name, a compact image, what `list` finds in it, and whether
+    /// its default subvolume holds `root_dir_with_a_file`.
+    fn fuzz_seeds() -> Vec<(&'static str, MemSource, Vec<BtrfsSubvolume>, bool)> {
         let mut seeds = Vec::new();
 
         // The usual flat layout: `@` the default by the `default` entry, a read-only snapshot.
@@ -1042,7 +1043,7 @@ mod tests {
             listed(257, "@home", 5, false, false),
             listed(258, "@snapshot", 5, false, true),
         ];
-        seeds.push(("flat", img.finish(root, 0), expected));
+        seeds.push(("flat", img.finish(root, 0), expected, true));
 
         // Subvolumes in directories of the top level and of other subvolumes, nested two
         // deep; the default from the superblock's `root_dir_objectid`, as lambutter takes it.
@@ -1070,7 +1071,7 @@ mod tests {
             listed(258, "snapshots/1", 5, false, true),
             listed(259, "@/var/lib/machines/inner", 257, false, false),
         ];
-        seeds.push(("nested", nested, expected));
+        seeds.push(("nested", nested, expected, true));
 
         // A root tree of two leaves under a node.
         let mut img = Image::compact(4096);
@@ -1090,7 +1091,7 @@ mod tests {
         }
         let root = img.tree(items);
         assert_eq!(root.1, 1, "the root tree should be two levels deep");
-        seeds.push(("two-leaves", img.finish(root, 0), expected));
+        seeds.push(("two-leaves", img.finish(root, 0), expected, false));
         seeds
     }
 
@@ -1098,13 +1099,29 @@ mod tests {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/btrfs")
     }
 
+    /// Pads a seed back as the `btrfs` fuzz target does and writes the CRC32Cs lambutter
+    /// verifies: the superblock's and each node's (the seeds' nodes follow the superblock).
+    fn fuzz_image(seed: &[u8]) -> MemSource {
+        const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+        let checksum = |block: &mut [u8]| {
+            let sum = CRC32C.checksum(&block[32..]);
+            block[..4].copy_from_slice(&sum.to_le_bytes());
+        };
+        let mut image = vec![0u8; SUPER_OFFSET as usize];
+        image.extend_from_slice(seed);
+        let (superblock, nodes) = image[SUPER_OFFSET as usize..].split_at_mut(4096);
+        checksum(superblock);
+        nodes.chunks_mut(4096).for_each(checksum);
+        MemSource(image)
+    }
+
     /// The checked-in seeds of the `btrfs` fuzz target are `fuzz_seeds`' images from the
-    /// superblock on, and list as expected once padded back as the target pads them. After
-    /// changing the seeds, write them again with
-    /// `cargo test -p guestkit-fs btrfs_subvol::tests::write_fuzz_seeds -- --ignored`.
+    /// superblock on, list as expected once padded back as the target pads them, and (those
+    /// with a file) open and read with lambutter. After changing the seeds, write them again
+    /// with `cargo test -p guestkit-fs btrfs_subvol::tests::write_fuzz_seeds -- --ignored`.
     #[test]
     fn fuzz_seeds_are_current() {
-        for (name, img, expected) in fuzz_seeds() {
+        for (name, img, expected, has_file) in fuzz_seeds() {
             assert_eq!(list(&img).unwrap(), expected, "{name}");
             let seed = &img.0[SUPER_OFFSET as usize..];
             assert!(seed.len() <= 32 << 10, "{name}: {} bytes", seed.len());
@@ -1118,6 +1135,11 @@ mod tests {
             padded.extend_from_slice(&file);
             let listed = crate::list_btrfs_subvolumes(&MemSource(padded));
             assert_eq!(listed.unwrap(), expected, "{name}");
+            let fs = crate::open(std::sync::Arc::new(fuzz_image(&file)))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            if has_file {
+                assert_eq!(fs.read_file("/hello", 0, 100).unwrap(), b"hi\n", "{name}");
+            }
         }
     }
 
@@ -1126,7 +1148,7 @@ mod tests {
     #[ignore = "writes the fuzz seeds into the source tree"]
     fn write_fuzz_seeds() {
         std::fs::create_dir_all(seed_dir()).unwrap();
-        for (name, img, _) in fuzz_seeds() {
+        for (name, img, _, _) in fuzz_seeds() {
             std::fs::write(seed_dir().join(name), &img.0[SUPER_OFFSET as usize..]).unwrap();
         }
     }
