@@ -1143,6 +1143,23 @@ mod tests {
         }
     }
 
+    /// Found by the fuzz target: lambutter 0.5 reads a system chunk array as long as the
+    /// superblock claims, past its 2048 bytes, and panics; `open` turns such a superblock away
+    /// first, as the lister does.
+    #[test]
+    fn a_system_chunk_array_past_2048_bytes_is_corrupt() {
+        let (_, img, _, _) = fuzz_seeds().swap_remove(0);
+        let mut seed = img.0[SUPER_OFFSET as usize..].to_vec();
+        seed[0xa0..0xa4].copy_from_slice(&0x50061u32.to_le_bytes());
+        let image = fuzz_image(&seed);
+        assert!(is_corrupt(&list(&image), "system chunk array"));
+        let r = crate::open(std::sync::Arc::new(image)).map(|_| ());
+        assert!(
+            matches!(&r, Err(Error::Corrupt { detail, .. }) if detail.contains("system chunk array")),
+            "{r:?}"
+        );
+    }
+
     /// Writes the `btrfs` fuzz target's seeds (see `fuzz_seeds_are_current`).
     #[test]
     #[ignore = "writes the fuzz seeds into the source tree"]
