@@ -134,6 +134,33 @@ fn ids(src: &dyn BlockSource) -> Result<(Option<String>, Option<String>)> {
     Ok((label, Some(uuid)))
 }
 
+/// Where superblock copies live: the primary, and the mirrors at 64 MiB and 256 GiB.
+const SUPER_COPIES: [u64; 3] = [SUPER_OFFSET, 0x400_0000, 0x40_0000_0000];
+/// The size of a superblock's system chunk array.
+const SYS_CHUNK_ARRAY_MAX: u32 = 2048;
+
+/// Rejects a superblock copy whose system chunk array claims more than the 2048 bytes it has:
+/// lambutter 0.5 takes the claimed size as is and reads past the array, which panics.
+fn check_sys_chunk_arrays(src: &dyn BlockSource) -> Result<()> {
+    for at in SUPER_COPIES {
+        let mut b = [0u8; 0xa4];
+        if at.saturating_add(0x1000) > src.size() || src.read_at(at, &mut b).is_err() {
+            continue;
+        }
+        if &b[0x40..0x48] != b"_BHRfS_M" {
+            continue;
+        }
+        let size = u32::from_le_bytes([b[0xa0], b[0xa1], b[0xa2], b[0xa3]]);
+        if size > SYS_CHUNK_ARRAY_MAX {
+            return Err(Error::corrupt(
+                "btrfs",
+                format!("superblock at {at}: a system chunk array of {size} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Opens the default subvolume, or with `subvolume` the subvolume at that path from the
 /// top-level tree (e.g. `/@home`).
 pub(crate) fn open(
@@ -142,6 +169,7 @@ pub(crate) fn open(
 ) -> Result<Box<dyn Filesystem>> {
     let (raw, (label, uuid)) = Threaded::spawn(move || {
         let size = src.size();
+        check_sys_chunk_arrays(&*src)?;
         let reader = Reader(src.clone());
         let fs = match &subvolume {
             None => Btrfs::open(reader, size).map_err(|e| err(&[], e))?,

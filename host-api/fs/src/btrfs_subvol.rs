@@ -759,6 +759,8 @@ mod tests {
     struct Image {
         nodesize: usize,
         bytes: Vec<u8>,
+        /// Whether the chunk tree holds the system chunk too, as mkfs.btrfs writes it.
+        chunk_in_tree: bool,
     }
 
     impl Image {
@@ -768,6 +770,17 @@ mod tests {
             Image {
                 nodesize,
                 bytes: vec![0; Self::FIRST_NODE],
+                chunk_in_tree: false,
+            }
+        }
+
+        /// An image whose nodes start right after the superblock's 4 KiB, so that it is short
+        /// past the superblock (what the fuzz target takes).
+        fn compact(nodesize: usize) -> Self {
+            Image {
+                nodesize,
+                bytes: vec![0; SUPER_OFFSET as usize + 4096],
+                chunk_in_tree: true,
             }
         }
 
@@ -851,16 +864,24 @@ mod tests {
             }
         }
 
-        /// The superblock, its one system chunk (`physical` for logical 0) and an empty chunk
-        /// tree; the image as a device.
+        /// The superblock, its one system chunk (`physical` for logical 0) and the chunk tree
+        /// (empty, or holding that chunk for a compact image); the image as a device.
         fn finish(mut self, root: (u64, u8), physical: u64) -> MemSource {
-            let chunk_root = self.leaf(&[]);
-            let len = self.bytes.len() as u64;
+            // The chunk spans the whole image, chunk tree leaf included.
+            let len = (self.bytes.len() + self.nodesize) as u64;
+            let chunk = chunk_item(len, physical);
+            let chunk_items = if self.chunk_in_tree {
+                vec![(key(256, CHUNK_ITEM, 0), chunk.clone())]
+            } else {
+                vec![]
+            };
+            let chunk_root = self.leaf(&chunk_items);
             let sb = &mut self.bytes[SUPER_OFFSET as usize..];
             sb[0x40..0x48].copy_from_slice(MAGIC);
             sb[0x50..0x58].copy_from_slice(&root.0.to_le_bytes());
             sb[0x58..0x60].copy_from_slice(&chunk_root.to_le_bytes());
             sb[0x80..0x88].copy_from_slice(&ROOT_TREE_DIR.to_le_bytes());
+            sb[0x90..0x94].copy_from_slice(&4096u32.to_le_bytes()); // sectorsize
             sb[0x94..0x98].copy_from_slice(&(self.nodesize as u32).to_le_bytes());
             sb[0xa0..0xa4]
                 .copy_from_slice(&((KEY_LEN + CHUNK_LEN + STRIPE_LEN) as u32).to_le_bytes());
@@ -872,13 +893,20 @@ mod tests {
             sb[a + 8] = CHUNK_ITEM;
             sb[a + 9..a + 17].copy_from_slice(&0u64.to_le_bytes());
             let c = a + KEY_LEN;
-            sb[c..c + 8].copy_from_slice(&len.to_le_bytes());
-            sb[c + 24..c + 32].copy_from_slice(&2u64.to_le_bytes()); // SYSTEM
-            sb[c + 44..c + 46].copy_from_slice(&1u16.to_le_bytes());
-            sb[c + 48..c + 56].copy_from_slice(&1u64.to_le_bytes()); // devid
-            sb[c + 56..c + 64].copy_from_slice(&physical.to_le_bytes());
+            sb[c..c + chunk.len()].copy_from_slice(&chunk);
             MemSource(self.bytes)
         }
+    }
+
+    /// A SYSTEM chunk item of one stripe, on device 1 at `physical`.
+    fn chunk_item(len: u64, physical: u64) -> Vec<u8> {
+        let mut c = vec![0u8; CHUNK_LEN + STRIPE_LEN];
+        c[0..8].copy_from_slice(&len.to_le_bytes());
+        c[24..32].copy_from_slice(&2u64.to_le_bytes()); // SYSTEM
+        c[44..46].copy_from_slice(&1u16.to_le_bytes());
+        c[48..56].copy_from_slice(&1u64.to_le_bytes()); // devid
+        c[56..64].copy_from_slice(&physical.to_le_bytes());
+        c
     }
 
     fn root_item(tree: (u64, u8)) -> Vec<u8> {
@@ -916,6 +944,230 @@ mod tests {
             (key(id, ROOT_ITEM, 0), root_item(tree)),
             (key(id, ROOT_BACKREF, parent), root_backref(dirid, name)),
         ]
+    }
+
+    /// `root_item` of a read-only subvolume.
+    fn read_only(mut item: Vec<u8>) -> Vec<u8> {
+        item[208..216].copy_from_slice(&ROOT_SUBVOL_RDONLY.to_le_bytes());
+        item
+    }
+
+    /// The root tree directory's `default` entry, naming subvolume `id`: its key and data.
+    fn default_entry_item(id: u64) -> (Key, Vec<u8>) {
+        // btrfs_name_hash("default"): crc32c of the name, seeded with !1.
+        const DEFAULT_HASH: u64 = 2_378_154_706;
+        let mut d = id.to_le_bytes().to_vec();
+        d.push(ROOT_ITEM);
+        d.extend_from_slice(&u64::MAX.to_le_bytes());
+        d.extend_from_slice(&0u64.to_le_bytes()); // transid
+        d.extend_from_slice(&0u16.to_le_bytes()); // data length
+        d.extend_from_slice(&7u16.to_le_bytes()); // name length
+        d.push(2); // BTRFS_FT_DIR
+        d.extend_from_slice(b"default");
+        (key(ROOT_TREE_DIR, DIR_ITEM, DEFAULT_HASH), d)
+    }
+
+    /// A subvolume's tree items for a root directory holding one small file, `hello`, so that
+    /// lambutter, which the fuzz target also walks, finds something to read.
+    fn root_dir_with_a_file() -> Vec<(Key, Vec<u8>)> {
+        const INODE_ITEM: u8 = 1;
+        const DIR_INDEX: u8 = 96;
+        const EXTENT_DATA: u8 = 108;
+        // btrfs_name_hash("hello").
+        const HELLO_HASH: u64 = 1_570_712_351;
+        let inode = |mode: u32, size: u64, nlink: u32| {
+            let mut d = vec![0u8; 160];
+            d[16..24].copy_from_slice(&size.to_le_bytes());
+            d[40..44].copy_from_slice(&nlink.to_le_bytes());
+            d[52..56].copy_from_slice(&mode.to_le_bytes());
+            d
+        };
+        let mut entry = 257u64.to_le_bytes().to_vec();
+        entry.push(INODE_ITEM);
+        entry.extend_from_slice(&0u64.to_le_bytes()); // location offset
+        entry.extend_from_slice(&0u64.to_le_bytes()); // transid
+        entry.extend_from_slice(&0u16.to_le_bytes()); // data length
+        entry.extend_from_slice(&5u16.to_le_bytes()); // name length
+        entry.push(1); // BTRFS_FT_REG_FILE
+        entry.extend_from_slice(b"hello");
+        let mut index_ref = 2u64.to_le_bytes().to_vec();
+        index_ref.extend_from_slice(&5u16.to_le_bytes());
+        index_ref.extend_from_slice(b"hello");
+        // An inline extent: generation, ram bytes, compression, encryption, other encoding,
+        // type (0, inline), then the bytes.
+        let mut extent = 0u64.to_le_bytes().to_vec();
+        extent.extend_from_slice(&3u64.to_le_bytes());
+        extent.extend_from_slice(&[0, 0, 0, 0, 0]);
+        extent.extend_from_slice(b"hi\n");
+        vec![
+            (key(256, INODE_ITEM, 0), inode(0o40755, 10, 1)),
+            (key(256, INODE_REF, 256), inode_ref(b"..")),
+            (key(256, DIR_ITEM, HELLO_HASH), entry.clone()),
+            (key(256, DIR_INDEX, 2), entry),
+            (key(257, INODE_ITEM, 0), inode(0o100644, 3, 1)),
+            (key(257, INODE_REF, 256), index_ref),
+            (key(257, EXTENT_DATA, 0), extent),
+        ]
+    }
+
+    fn listed(id: u64, path: &str, parent_id: u64, default: bool, ro: bool) -> BtrfsSubvolume {
+        BtrfsSubvolume {
+            id,
+            path: path.into(),
+            parent_id,
+            is_default: default,
+            read_only: ro,
+        }
+    }
+
+    /// The fuzz target's seeds: a name, a compact image, what `list` finds in it, and whether
+    /// its default subvolume holds `root_dir_with_a_file`.
+    fn fuzz_seeds() -> Vec<(&'static str, MemSource, Vec<BtrfsSubvolume>, bool)> {
+        let mut seeds = Vec::new();
+
+        // The usual flat layout: `@` the default by the `default` entry, a read-only snapshot.
+        let mut img = Image::compact(4096);
+        let top = img.tree(vec![]);
+        let at = img.tree(root_dir_with_a_file());
+        let mut items = vec![
+            (key(TOP_LEVEL, ROOT_ITEM, 0), root_item(top)),
+            default_entry_item(256),
+        ];
+        items.extend(subvolume(256, TOP_LEVEL, 256, b"@", at));
+        items.extend(subvolume(257, TOP_LEVEL, 256, b"@home", top));
+        let [(k, item), backref] = subvolume(258, TOP_LEVEL, 256, b"@snapshot", top);
+        items.extend([(k, read_only(item)), backref]);
+        let root = img.tree(items);
+        let expected = vec![
+            listed(256, "@", 5, true, false),
+            listed(257, "@home", 5, false, false),
+            listed(258, "@snapshot", 5, false, true),
+        ];
+        seeds.push(("flat", img.finish(root, 0), expected, true));
+
+        // Subvolumes in directories of the top level and of other subvolumes, nested two
+        // deep; the default from the superblock's `root_dir_objectid`, as lambutter takes it.
+        let mut img = Image::compact(4096);
+        let top = img.tree(vec![(key(300, INODE_REF, 256), inode_ref(b"snapshots"))]);
+        let at = img.tree(vec![
+            (key(301, INODE_REF, 256), inode_ref(b"var")),
+            (key(302, INODE_REF, 301), inode_ref(b"lib")),
+        ]);
+        let empty = img.tree(vec![]);
+        let files = img.tree(root_dir_with_a_file());
+        let mut items = vec![(key(TOP_LEVEL, ROOT_ITEM, 0), root_item(top))];
+        items.extend(subvolume(256, TOP_LEVEL, 256, b"@", at));
+        items.extend(subvolume(257, 256, 302, b"machines", files));
+        let [(k, item), backref] = subvolume(258, TOP_LEVEL, 300, b"1", empty);
+        items.extend([(k, read_only(item)), backref]);
+        items.extend(subvolume(259, 257, 256, b"inner", empty));
+        let root = img.tree(items);
+        let mut nested = img.finish(root, 0);
+        let dir_objectid = SUPER_OFFSET as usize + 0x80;
+        nested.0[dir_objectid..dir_objectid + 8].copy_from_slice(&257u64.to_le_bytes());
+        let expected = vec![
+            listed(256, "@", 5, false, false),
+            listed(257, "@/var/lib/machines", 256, true, false),
+            listed(258, "snapshots/1", 5, false, true),
+            listed(259, "@/var/lib/machines/inner", 257, false, false),
+        ];
+        seeds.push(("nested", nested, expected, true));
+
+        // A root tree of two leaves under a node.
+        let mut img = Image::compact(4096);
+        let top = img.tree(vec![]);
+        let mut items = vec![
+            (key(TOP_LEVEL, ROOT_ITEM, 0), root_item(top)),
+            default_entry_item(270),
+        ];
+        let mut expected = Vec::new();
+        for id in 256..280 {
+            let name = format!("s{id}");
+            let ro = id % 5 == 0;
+            let [(k, item), backref] = subvolume(id, TOP_LEVEL, 256, name.as_bytes(), top);
+            let item = if ro { read_only(item) } else { item };
+            items.extend([(k, item), backref]);
+            expected.push(listed(id, &name, 5, id == 270, ro));
+        }
+        let root = img.tree(items);
+        assert_eq!(root.1, 1, "the root tree should be two levels deep");
+        seeds.push(("two-leaves", img.finish(root, 0), expected, false));
+        seeds
+    }
+
+    fn seed_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/btrfs")
+    }
+
+    /// Pads a seed back as the `btrfs` fuzz target does and writes the CRC32Cs lambutter
+    /// verifies: the superblock's and each node's (the seeds' nodes follow the superblock).
+    fn fuzz_image(seed: &[u8]) -> MemSource {
+        const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+        let checksum = |block: &mut [u8]| {
+            let sum = CRC32C.checksum(&block[32..]);
+            block[..4].copy_from_slice(&sum.to_le_bytes());
+        };
+        let mut image = vec![0u8; SUPER_OFFSET as usize];
+        image.extend_from_slice(seed);
+        let (superblock, nodes) = image[SUPER_OFFSET as usize..].split_at_mut(4096);
+        checksum(superblock);
+        nodes.chunks_mut(4096).for_each(checksum);
+        MemSource(image)
+    }
+
+    /// The checked-in seeds of the `btrfs` fuzz target are `fuzz_seeds`' images from the
+    /// superblock on, list as expected once padded back as the target pads them, and (those
+    /// with a file) open and read with lambutter. After changing the seeds, write them again
+    /// with `cargo test -p guestkit-fs btrfs_subvol::tests::write_fuzz_seeds -- --ignored`.
+    #[test]
+    fn fuzz_seeds_are_current() {
+        for (name, img, expected, has_file) in fuzz_seeds() {
+            assert_eq!(list(&img).unwrap(), expected, "{name}");
+            let seed = &img.0[SUPER_OFFSET as usize..];
+            assert!(seed.len() <= 32 << 10, "{name}: {} bytes", seed.len());
+            let file = std::fs::read(seed_dir().join(name))
+                .unwrap_or_else(|e| panic!("seeds/btrfs/{name}: {e}"));
+            assert!(
+                file == seed,
+                "seeds/btrfs/{name} is stale: write it again (see this test's comment)"
+            );
+            let mut padded = vec![0u8; SUPER_OFFSET as usize];
+            padded.extend_from_slice(&file);
+            let listed = crate::list_btrfs_subvolumes(&MemSource(padded));
+            assert_eq!(listed.unwrap(), expected, "{name}");
+            let fs = crate::open(std::sync::Arc::new(fuzz_image(&file)))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            if has_file {
+                assert_eq!(fs.read_file("/hello", 0, 100).unwrap(), b"hi\n", "{name}");
+            }
+        }
+    }
+
+    /// Found by the fuzz target: lambutter 0.5 reads a system chunk array as long as the
+    /// superblock claims, past its 2048 bytes, and panics; `open` turns such a superblock away
+    /// first, as the lister does.
+    #[test]
+    fn a_system_chunk_array_past_2048_bytes_is_corrupt() {
+        let (_, img, _, _) = fuzz_seeds().swap_remove(0);
+        let mut seed = img.0[SUPER_OFFSET as usize..].to_vec();
+        seed[0xa0..0xa4].copy_from_slice(&0x50061u32.to_le_bytes());
+        let image = fuzz_image(&seed);
+        assert!(is_corrupt(&list(&image), "system chunk array"));
+        let r = crate::open(std::sync::Arc::new(image)).map(|_| ());
+        assert!(
+            matches!(&r, Err(Error::Corrupt { detail, .. }) if detail.contains("system chunk array")),
+            "{r:?}"
+        );
+    }
+
+    /// Writes the `btrfs` fuzz target's seeds (see `fuzz_seeds_are_current`).
+    #[test]
+    #[ignore = "writes the fuzz seeds into the source tree"]
+    fn write_fuzz_seeds() {
+        std::fs::create_dir_all(seed_dir()).unwrap();
+        for (name, img, _, _) in fuzz_seeds() {
+            std::fs::write(seed_dir().join(name), &img.0[SUPER_OFFSET as usize..]).unwrap();
+        }
     }
 
     fn is_corrupt(r: &Result<Vec<BtrfsSubvolume>>, detail: &str) -> bool {
