@@ -891,12 +891,10 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
                     backlog = result.claimed.len() == asked;
                 }
                 let claimed = pending.settle(&inner, result);
-                for active in &claimed {
+                for active in claimed {
                     if let Some(t) = inner.config.tenants.get(&active.lease.job.tenant) {
                         t.add_queued(-1);
                     }
-                }
-                for active in claimed {
                     // The claim asked for no more than the free slots (counting those of
                     // the jobs completed by this cycle, whose tasks let go of them now that
                     // their completion is acknowledged), and only this task takes slots.

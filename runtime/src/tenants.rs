@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -91,10 +92,10 @@ pub struct Tenant {
     /// The tenant's queued jobs as last known: counted by the store every second, counted
     /// up by submissions here and down by claims here in between (so approximate when
     /// several workers share the store; it only paces admission).
-    queued: std::sync::atomic::AtomicI64,
+    queued: AtomicI64,
     /// Until when (unix ms) submissions are refused without a store round trip because the
     /// store just found this tenant's queue full (see [`Tenant::queue_full_for`]).
-    queue_full_until: std::sync::atomic::AtomicI64,
+    queue_full_until: AtomicI64,
 }
 
 impl Tenant {
@@ -108,16 +109,13 @@ impl Tenant {
     pub fn queue_was_full(&self, now_ms: i64) {
         self.queue_full_until.store(
             now_ms.saturating_add(Self::QUEUE_FULL_HOLD_MS),
-            std::sync::atomic::Ordering::Relaxed,
+            Ordering::Relaxed,
         );
     }
 
     /// Whether the store found this tenant's queue full in the last moments.
     pub fn queue_full_for(&self, now_ms: i64) -> bool {
-        now_ms
-            < self
-                .queue_full_until
-                .load(std::sync::atomic::Ordering::Relaxed)
+        now_ms < self.queue_full_until.load(Ordering::Relaxed)
     }
 
     /// Waits for this tenant's turn to submit (see [`Quotas::max_submitting`] and
@@ -146,22 +144,21 @@ impl Tenant {
 
     /// The tenant's queued jobs as last known (see [`Tenant::set_queued`]).
     pub fn queued(&self) -> i64 {
-        self.queued.load(std::sync::atomic::Ordering::Relaxed)
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Sets the tenant's queued jobs from a count by the store.
     pub fn set_queued(&self, n: i64) {
-        self.queued
-            .store(n.max(0), std::sync::atomic::Ordering::Relaxed);
+        self.queued.store(n.max(0), Ordering::Relaxed);
     }
 
     /// Notes `n` of the tenant's jobs queued (positive) or claimed (negative) here.
     pub fn add_queued(&self, n: i64) {
-        let _ = self.queued.fetch_update(
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-            |q| Some(q.saturating_add(n).max(0)),
-        );
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_add(n).max(0))
+            });
     }
 
     /// Whether this tenant may run the shared handler `name` serving `operation`.

@@ -204,16 +204,11 @@ macro_rules! impl_job_store {
                     }
                 }
                 for chunk in bulk.chunks(INSERT_CHUNK) {
-                    let keyed: Vec<&JobRow> = chunk
-                        .iter()
-                        .filter_map(|&i| rows[i].as_ref())
-                        .filter(|row| row.idempotency_key.is_some())
-                        .collect();
                     let mut existing = HashMap::new();
                     // One lookup per tenant, so the unique (tenant, idempotency_key) index
                     // answers it; keys alone are not indexed.
                     let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-                    for row in &keyed {
+                    for row in chunk.iter().filter_map(|&i| rows[i].as_ref()) {
                         if let Some(key) = row.idempotency_key.as_deref() {
                             by_tenant.entry(row.tenant.as_str()).or_default().push(key);
                         }
