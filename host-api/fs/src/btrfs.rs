@@ -2,15 +2,13 @@
 //! subvolume or one chosen by path. lambutter does not expose inode times, so `mtime` is 0;
 //! label and UUID are read here from the primary superblock.
 
+use crate::btrfs_subvol::{MAGIC, SUPER_OFFSET, SYS_CHUNK_ARRAY_MAX};
 use crate::resolve::{Raw, Tree, display};
 use crate::threaded::Threaded;
 use crate::{DirEntry, Error, FileKind, Filesystem, FsType, Metadata, ReadDir, Result};
 use guestkit_block::BlockSource;
 use lambutter::{BlockRead, Btrfs, Path};
 use std::sync::Arc;
-
-/// Byte offset of the primary superblock.
-const SUPER_OFFSET: u64 = 0x10000;
 
 struct Reader(Arc<dyn BlockSource>);
 
@@ -136,8 +134,6 @@ fn ids(src: &dyn BlockSource) -> Result<(Option<String>, Option<String>)> {
 
 /// Where superblock copies live: the primary, and the mirrors at 64 MiB and 256 GiB.
 const SUPER_COPIES: [u64; 3] = [SUPER_OFFSET, 0x400_0000, 0x40_0000_0000];
-/// The size of a superblock's system chunk array.
-const SYS_CHUNK_ARRAY_MAX: u32 = 2048;
 
 /// Rejects a superblock copy whose system chunk array claims more than the 2048 bytes it has:
 /// lambutter 0.5 takes the claimed size as is and reads past the array, which panics.
@@ -147,11 +143,11 @@ fn check_sys_chunk_arrays(src: &dyn BlockSource) -> Result<()> {
         if at.saturating_add(0x1000) > src.size() || src.read_at(at, &mut b).is_err() {
             continue;
         }
-        if &b[0x40..0x48] != b"_BHRfS_M" {
+        if &b[0x40..0x48] != MAGIC {
             continue;
         }
         let size = u32::from_le_bytes([b[0xa0], b[0xa1], b[0xa2], b[0xa3]]);
-        if size > SYS_CHUNK_ARRAY_MAX {
+        if size as usize > SYS_CHUNK_ARRAY_MAX {
             return Err(Error::corrupt(
                 "btrfs",
                 format!("superblock at {at}: a system chunk array of {size} bytes"),

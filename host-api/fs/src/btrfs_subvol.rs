@@ -29,10 +29,13 @@ pub struct BtrfsSubvolume {
     pub read_only: bool,
 }
 
-const SUPER_OFFSET: u64 = 0x10000;
+/// Byte offset of the primary superblock.
+pub(crate) const SUPER_OFFSET: u64 = 0x10000;
 const SUPER_LEN: usize = 0x32b + SYS_CHUNK_ARRAY_MAX;
-const SYS_CHUNK_ARRAY_MAX: usize = 2048;
-const MAGIC: &[u8; 8] = b"_BHRfS_M";
+/// Size of a superblock's system chunk array.
+pub(crate) const SYS_CHUNK_ARRAY_MAX: usize = 2048;
+/// The superblock's magic, at offset 0x40.
+pub(crate) const MAGIC: &[u8; 8] = b"_BHRfS_M";
 const HEADER_LEN: usize = 101;
 const KEY_LEN: usize = 17;
 const KEY_PTR_LEN: usize = 33;
