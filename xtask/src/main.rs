@@ -102,6 +102,15 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// `apt-get install` of `args` (packages, and options such as `-t SUITE`), quietly and
+/// without recommends.
+fn apt_install(args: &[&str]) -> Result<(), String> {
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 fn deps() -> Result<(), String> {
     let mut missing: Vec<&str> = PACKAGES
         .iter()
@@ -112,10 +121,7 @@ fn deps() -> Result<(), String> {
     if !missing.is_empty() {
         eprintln!("xtask: installing {}", missing.join(" "));
         run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        apt_install(&missing)?;
     }
     ensure_btrfs_subvol()?;
     ensure_cargo_component()?;
@@ -159,10 +165,7 @@ fn ensure_btrfs_subvol() -> Result<(), String> {
         .map_err(|e| format!("writing the bookworm-backports apt source (run as root): {e}"))?;
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(["-t", "bookworm-backports", "btrfs-progs"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    apt_install(&["-t", "bookworm-backports", "btrfs-progs"])?;
     if mkfs_btrfs_has_subvol() {
         Ok(())
     } else {
@@ -432,15 +435,7 @@ fn deploy_check() -> Result<(), String> {
         };
         if make_venv().is_err() {
             // Debian's python3 keeps venv/ensurepip in a package of its own.
-            run(Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-qq",
-                    "--no-install-recommends",
-                    "python3-venv",
-                ])
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+            apt_install(&["python3-venv"])?;
             make_venv()?;
         }
         run(Command::new(venv.join("bin/pip"))
