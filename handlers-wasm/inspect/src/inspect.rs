@@ -92,11 +92,7 @@ fn locate_subvolume(
     list: Option<&[BtrfsSubvolume]>,
     sel: Subvol<'_>,
 ) -> Option<Location> {
-    let base = Location {
-        image: image.to_string(),
-        volume: volume.to_string(),
-        ..Location::default()
-    };
+    let base = Location::on(image, volume);
     let Some(list) = list else {
         // Not listed: keep what the line says. An id other than the top level's cannot be
         // spelled as a path, and the default in its place would be the wrong filesystem.
@@ -151,11 +147,7 @@ fn locate_subvolume(
 /// subvolume and each directory at its root that opens as a subvolume (`@`, `root`, ...), so a
 /// root in `@` is still found.
 fn unlisted_btrfs_candidates(img: &Opened, volume: &str) -> Vec<Location> {
-    let base = Location {
-        image: img.name.clone(),
-        volume: volume.to_string(),
-        ..Location::default()
-    };
+    let base = Location::on(&img.name, volume);
     let tops = img
         .image
         .open_filesystem(volume)
@@ -263,11 +255,7 @@ pub fn run(names: &[String], options: &Options) -> Result<Report, HandlerError> 
                     .filter_map(|sel| btrfs_location(img, &vol.id, sel))
                     .collect(),
                 None if fs_type == "btrfs" => unlisted_btrfs_candidates(img, &vol.id),
-                _ => vec![Location {
-                    image: img.name.clone(),
-                    volume: vol.id.clone(),
-                    ..Location::default()
-                }],
+                _ => vec![Location::on(&img.name, &vol.id)],
             };
             for loc in candidates {
                 let fs = match img.open(&loc) {
@@ -368,11 +356,7 @@ fn inspect_root(
                         if img.is_btrfs(&v.id) {
                             btrfs_location(img, &v.id, subvol)
                         } else {
-                            Some(Location {
-                                image: img.name.clone(),
-                                volume: v.id.clone(),
-                                ..Location::default()
-                            })
+                            Some(Location::on(&img.name, &v.id))
                         }
                     })
                 };
@@ -550,11 +534,7 @@ fn resolve_drive(
             }
         };
         if let Some(volume) = volume.filter(|id| img.volumes.iter().any(|v| &v.id == id)) {
-            return Some(Location {
-                image: img.name.clone(),
-                volume,
-                ..Location::default()
-            });
+            return Some(Location::on(&img.name, &volume));
         }
     }
     None

@@ -54,6 +54,17 @@ pub struct Location {
     pub subvolume_id: Option<u64>,
 }
 
+impl Location {
+    /// Volume `volume` of image `image`, with no subvolume.
+    pub fn on(image: &str, volume: &str) -> Location {
+        Location {
+            image: image.to_string(),
+            volume: volume.to_string(),
+            ..Location::default()
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct OsReport {
     pub root: Option<Location>,
