@@ -38,26 +38,23 @@ fn main() {
     // How the quiet tenant asks: submit, then long-poll the result (the default), or one
     // request that waits for it (`GK_BENCH_MODE=wait`).
     let wait = std::env::var("GK_BENCH_MODE").is_ok_and(|m| m == "wait");
-    // The flooder's `max_submitting` quota (default: the worker's default); a large value
-    // shows the worker without per-tenant admission.
-    let flood_submitting = std::env::var("GK_BENCH_FLOOD_SUBMITTING")
-        .map(|v| format!("max_submitting = {v}\n"))
-        .unwrap_or_default();
-    // The flooder's `backlog` quota (default: the worker's default).
-    let flood_backlog = std::env::var("GK_BENCH_FLOOD_BACKLOG")
-        .map(|v| format!("backlog = {v}\n"))
-        .unwrap_or_default();
-    // The flooder's `max_concurrent` quota (default: none).
-    let flood_concurrent = std::env::var("GK_BENCH_FLOOD_CONCURRENT")
-        .map(|v| format!("max_concurrent = {v}\n"))
-        .unwrap_or_default();
+    // The flooder's quotas set from the environment (the others stay the worker's defaults;
+    // `max_concurrent` has none).
+    let flood_quotas: String = [
+        ("GK_BENCH_FLOOD_SUBMITTING", "max_submitting"),
+        ("GK_BENCH_FLOOD_BACKLOG", "backlog"),
+        ("GK_BENCH_FLOOD_CONCURRENT", "max_concurrent"),
+    ]
+    .into_iter()
+    .filter_map(|(var, quota)| std::env::var(var).ok().map(|v| format!("{quota} = {v}\n")))
+    .collect();
     let data = tempfile::tempdir().expect("tempdir");
     let tenants = data.path().join("tenants.toml");
     std::fs::write(
         &tenants,
         format!(
             "[[tenants]]\nid = \"flood\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n\
-             [tenants.quotas]\nmax_queued = 5000\n{flood_submitting}{flood_backlog}{flood_concurrent}\n\
+             [tenants.quotas]\nmax_queued = 5000\n{flood_quotas}\n\
              [[tenants]]\nid = \"quiet\"\ntoken_hashes = [\"{}\"]\nhandlers = [\"*\"]\n",
             hash_token("flood-token"),
             hash_token("quiet-token")
