@@ -1,20 +1,22 @@
 //! The one implementation of [`crate::JobStore`], expanded once per backend.
 //!
-//! sqlx has no object-safe executor shared by two drivers (short of its `Any` driver, which
-//! we keep out to stay on the sqlite + postgres features only), and generic code over
-//! `sqlx::Database` needs a where-clause per bound type on every function. A macro keeps a
-//! single body with identical SQL; the backends differ only in the few items each store type
-//! provides: `writer()`, `reader()`, `begin()`, `lock_migrations()`, `DIALECT`, and the
-//! `FOR UPDATE SKIP LOCKED` suffix passed here.
+//! PostgreSQL is reached through sqlx and SQLite through rusqlite, run in-process (see
+//! `lite.rs`, which offers the same query calls), and there is no executor type shared by
+//! the two. A macro keeps a single body with identical SQL; the backends differ only in the
+//! few items each store type
+//! provides: `statement()` and its `Query` type, `writer()`, `reader()`, `begin()`,
+//! `lock_migrations()`, `DIALECT`, and the `FOR UPDATE SKIP LOCKED` suffix passed here.
 
 macro_rules! impl_job_store {
-    ($store:ty, $db:ty, $conn:ty, skip_locked = $skip:literal) => {
+    ($store:ty, $conn:ty, skip_locked = $skip:literal) => {
         use std::collections::{BTreeMap, HashMap, HashSet};
         use std::fmt::Write as _;
         use std::time::Duration;
 
         use serde_json::{Value, json};
-        use sqlx::{AssertSqlSafe, Row};
+        #[allow(unused_imports, reason = "rows of the SQLite driver read with their own `try_get`")]
+        use sqlx::Row as _;
+        use sqlx::AssertSqlSafe;
 
         use crate::common::{
             EVENT_CHUNK, INSERT_CHUNK, JobRow, MAX_CLAIM, MAX_EVENTS, MAX_NAME, MAX_OPERATIONS,
@@ -27,10 +29,7 @@ macro_rules! impl_job_store {
         use crate::types::*;
 
         /// Binds the columns `INSERT INTO jobs` takes from `row`, id to document, in order.
-        fn bind_job_row<'q>(
-            q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
-            row: &JobRow,
-        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+        fn bind_job_row<'q>(q: Query<'q>, row: &'q JobRow) -> Query<'q> {
             q.bind(row.id.as_str())
                 .bind(row.tenant.as_str())
                 .bind(row.operation.as_str())
@@ -78,7 +77,7 @@ macro_rules! impl_job_store {
                         let values = placeholders(Self::NUMBERED, i * 4 + 1, 4);
                         let _ = write!(sql, "{sep}({values})");
                     }
-                    let mut query = sqlx::query::<$db>(AssertSqlSafe(sql));
+                    let mut query = statement(AssertSqlSafe(sql));
                     for event in chunk {
                         query = query
                             .bind(event.job_id.as_str())
@@ -92,7 +91,7 @@ macro_rules! impl_job_store {
             }
 
             async fn find_by_key(conn: &mut $conn, tenant: &str, key: &str) -> Result<Option<Job>> {
-                let row = sqlx::query::<$db>(concat!(
+                let row = statement(concat!(
                     "SELECT ",
                     crate::common::job_cols!(),
                     " FROM jobs WHERE tenant = $1 AND idempotency_key = $2"
@@ -114,7 +113,7 @@ macro_rules! impl_job_store {
                 }
                 // DO NOTHING instead of catching a unique violation: on PostgreSQL a violation
                 // would abort the whole transaction, and a batch must survive one bad job.
-                let insert = sqlx::query::<$db>(concat!(
+                let insert = statement(concat!(
                     "INSERT INTO jobs (id, tenant, operation, payload, images, priority, \
                      max_attempts, timeout_ms, deadline_ms, idempotency_key, cancellable, \
                      document, state, attempt, created_at, updated_at, run_after, \
@@ -223,7 +222,7 @@ macro_rules! impl_job_store {
                             placeholders(Self::NUMBERED, 1, 1),
                             placeholders(Self::NUMBERED, 2, keys.len())
                         );
-                        let mut q = sqlx::query::<$db>(AssertSqlSafe(sql)).bind(tenant);
+                        let mut q = statement(AssertSqlSafe(sql)).bind(tenant);
                         for key in keys {
                             q = q.bind(key);
                         }
@@ -263,7 +262,7 @@ macro_rules! impl_job_store {
                         );
                     }
                     sql.push_str(" ON CONFLICT DO NOTHING RETURNING seq, id");
-                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                    let mut q = statement(AssertSqlSafe(sql));
                     for &i in &fresh {
                         let Some(row) = rows[i].as_ref() else { continue };
                         q = bind_job_row(q, row).bind(now).bind(now).bind(now);
@@ -385,7 +384,7 @@ macro_rules! impl_job_store {
                         ),
                         picked = picked
                     );
-                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql))
+                    let mut q = statement(AssertSqlSafe(sql))
                         .bind(worker)
                         .bind(now.saturating_add(duration_ms(lease)))
                         .bind(now)
@@ -438,7 +437,7 @@ macro_rules! impl_job_store {
             ) -> Result<Vec<i64>> {
                 Self::lock_claims(conn).await?;
                 let mut running: HashMap<String, i64> = HashMap::new();
-                let rows = sqlx::query::<$db>(
+                let rows = statement(
                     "SELECT tenant, COUNT(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant",
                 )
                 .fetch_all(&mut *conn)
@@ -477,7 +476,7 @@ macro_rules! impl_job_store {
                 if arms.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut q = sqlx::query::<$db>(AssertSqlSafe(arms.join(" UNION ALL "))).bind(now);
+                let mut q = statement(AssertSqlSafe(arms.join(" UNION ALL "))).bind(now);
                 for op in ops {
                     q = q.bind(op.as_str());
                 }
@@ -522,7 +521,7 @@ macro_rules! impl_job_store {
                 let total =
                     i64::try_from(total).map_err(|_| Error::invalid("total", "out of range"))?;
                 let message = message.map(truncate_message);
-                let row = sqlx::query::<$db>(
+                let row = statement(
                     "UPDATE jobs SET progress_done = $1, progress_total = $2, \
                      progress_message = $3, updated_at = $4 \
                      WHERE id = $5 AND fencing_token = $6 AND state = 'running' RETURNING seq",
@@ -586,7 +585,7 @@ macro_rules! impl_job_store {
                         placeholders(true, 2, chunk.len()),
                         Self::LOCK_ROWS,
                     );
-                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql)).bind(now);
+                    let mut q = statement(AssertSqlSafe(sql)).bind(now);
                     for id in chunk {
                         q = q.bind(*id);
                     }
@@ -623,7 +622,7 @@ macro_rules! impl_job_store {
                      AND tenant IN ({}) GROUP BY tenant",
                     placeholders(true, 1, tenants.len())
                 );
-                let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                let mut q = statement(AssertSqlSafe(sql));
                 for t in &tenants {
                     q = q.bind(*t);
                 }
@@ -653,7 +652,7 @@ macro_rules! impl_job_store {
                     "message": "the job's deadline passed before it could run",
                 })
                 .to_string();
-                let overdue = sqlx::query::<$db>(concat!(
+                let overdue = statement(concat!(
                     "WITH picked AS MATERIALIZED (SELECT seq AS pick FROM jobs \
                      WHERE state = 'queued' AND deadline_ms IS NOT NULL AND deadline_ms <= $1 \
                      LIMIT $3",
@@ -673,7 +672,7 @@ macro_rules! impl_job_store {
                     events.push(PendingEvent::state(&job_from_row(row)?, "deadline passed"));
                 }
 
-                let expired = sqlx::query::<$db>(concat!(
+                let expired = statement(concat!(
                     "SELECT ",
                     crate::common::job_cols!(),
                     " FROM jobs WHERE state = 'running' AND lease_expires_at < $1 \
@@ -707,7 +706,7 @@ macro_rules! impl_job_store {
                         (JobState::Queued, None)
                     };
                     let finished_at = state.is_terminal().then_some(now);
-                    let settled = sqlx::query::<$db>(concat!(
+                    let settled = statement(concat!(
                         "UPDATE jobs SET state = $1, finished_at = $2, updated_at = $3, \
                          run_after = $3, last_error = COALESCE($4, last_error), \
                          lease_owner = NULL, lease_expires_at = NULL, attempt = attempt - $7 \
@@ -796,7 +795,7 @@ macro_rules! impl_job_store {
                          AND jobs.state = 'running' RETURNING ",
                         crate::common::completed_cols!()
                     ));
-                    let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                    let mut q = statement(AssertSqlSafe(sql));
                     for p in chunk {
                         q = q
                             .bind(p.lease.job.id.as_str())
@@ -841,7 +840,7 @@ macro_rules! impl_job_store {
                             let values = placeholders(Self::NUMBERED, n * 4 + 1, 4);
                             let _ = write!(sql, "{sep}({values})");
                         }
-                        let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                        let mut q = statement(AssertSqlSafe(sql));
                         for (p, output) in &outputs {
                             q = q
                                 .bind(p.lease.job.id.as_str())
@@ -897,11 +896,11 @@ macro_rules! impl_job_store {
             async fn migrate(&self) -> Result<()> {
                 let mut tx = self.begin().await?;
                 Self::lock_migrations(&mut tx).await?;
-                sqlx::query::<$db>(crate::schema::CREATE_MIGRATIONS)
+                statement(crate::schema::CREATE_MIGRATIONS)
                     .execute(&mut *tx)
                     .await
                     .ctx("creating the migrations table")?;
-                let applied: i64 = sqlx::query::<$db>(
+                let applied: i64 = statement(
                     "SELECT COALESCE(MAX(version), 0) AS v FROM store_migrations",
                 )
                 .fetch_one(&mut *tx)
@@ -915,13 +914,13 @@ macro_rules! impl_job_store {
                     if version <= applied {
                         continue;
                     }
-                    for statement in statements {
-                        sqlx::query::<$db>(AssertSqlSafe(statement.as_str()))
+                    for sql in statements {
+                        statement(AssertSqlSafe(sql.as_str()))
                             .execute(&mut *tx)
                             .await
                             .ctx("applying a schema migration")?;
                     }
-                    sqlx::query::<$db>(
+                    statement(
                         "INSERT INTO store_migrations (version, applied_at) VALUES ($1, $2)",
                     )
                     .bind(version)
@@ -957,7 +956,7 @@ macro_rules! impl_job_store {
             }
 
             async fn get(&self, tenant: Option<&str>, id: &str) -> Result<Option<Job>> {
-                let row = sqlx::query::<$db>(concat!(
+                let row = statement(concat!(
                     "SELECT ",
                     crate::common::job_cols!(),
                     " FROM jobs WHERE id = $1 AND ($2 IS NULL OR tenant = $2)"
@@ -1004,7 +1003,7 @@ macro_rules! impl_job_store {
                     let _ = write!(sql, " AND seq < ${}", next());
                 }
                 let _ = write!(sql, " ORDER BY seq DESC LIMIT ${}", next());
-                let mut q = sqlx::query::<$db>(AssertSqlSafe(sql));
+                let mut q = statement(AssertSqlSafe(sql));
                 if let Some(tenant) = &query.tenant {
                     q = q.bind(tenant.as_str());
                 }
@@ -1103,7 +1102,7 @@ macro_rules! impl_job_store {
 
             async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<HeartbeatStatus> {
                 let now = now_ms();
-                let row = sqlx::query::<$db>(
+                let row = statement(
                     "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
                      WHERE id = $3 AND fencing_token = $4 AND state = 'running' \
                      RETURNING cancel_requested",
@@ -1159,7 +1158,7 @@ macro_rules! impl_job_store {
                 // Each UPDATE re-checks the state, so a job that changes state between the
                 // statements (PostgreSQL, concurrent claim) is classified on the next round.
                 for _ in 0..3 {
-                    let cancelled = sqlx::query::<$db>(concat!(
+                    let cancelled = statement(concat!(
                         "UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1 \
                          WHERE id = $2 AND ($3 IS NULL OR tenant = $3) AND state = 'queued' \
                          AND cancellable RETURNING ",
@@ -1178,7 +1177,7 @@ macro_rules! impl_job_store {
                         tx.commit().await.ctx("committing a cancel")?;
                         return Ok(CancelOutcome::Cancelled);
                     }
-                    let requested = sqlx::query::<$db>(
+                    let requested = statement(
                         "UPDATE jobs SET cancel_requested = TRUE, updated_at = $1 \
                          WHERE id = $2 AND ($3 IS NULL OR tenant = $3) AND state = 'running' \
                          AND cancellable RETURNING id",
@@ -1199,7 +1198,7 @@ macro_rules! impl_job_store {
                         tx.commit().await.ctx("committing a cancel request")?;
                         return Ok(CancelOutcome::Requested);
                     }
-                    let row = sqlx::query::<$db>(
+                    let row = statement(
                         "SELECT state, cancellable FROM jobs \
                          WHERE id = $1 AND ($2 IS NULL OR tenant = $2)",
                     )
@@ -1226,7 +1225,7 @@ macro_rules! impl_job_store {
             }
 
             async fn result(&self, tenant: Option<&str>, id: &str) -> Result<Option<JobResult>> {
-                let row = sqlx::query::<$db>(
+                let row = statement(
                     "SELECT r.job_id, r.output, r.usage, r.completed_at FROM job_results r \
                      JOIN jobs j ON j.id = r.job_id \
                      WHERE r.job_id = $1 AND ($2 IS NULL OR j.tenant = $2)",
@@ -1272,7 +1271,7 @@ macro_rules! impl_job_store {
                 let now = now_ms();
                 // Touching the job row locks it, so events of one job get their sequence
                 // numbers in commit order on PostgreSQL too (an SSE reader never skips one).
-                let job = sqlx::query::<$db>(
+                let job = statement(
                     "UPDATE jobs SET updated_at = $1 WHERE id = $2 RETURNING seq",
                 )
                 .bind(now)
@@ -1283,7 +1282,7 @@ macro_rules! impl_job_store {
                 if job.is_none() {
                     return Err(Error::NotFound { id: job_id.to_owned() });
                 }
-                let seq: i64 = sqlx::query::<$db>(
+                let seq: i64 = statement(
                     "INSERT INTO job_events (job_id, kind, data, at) VALUES ($1, $2, $3, $4) \
                      RETURNING seq",
                 )
@@ -1307,7 +1306,7 @@ macro_rules! impl_job_store {
                 limit: usize,
             ) -> Result<Vec<Event>> {
                 let limit = i64::try_from(limit.clamp(1, MAX_EVENTS)).unwrap_or(1);
-                let rows = sqlx::query::<$db>(
+                let rows = statement(
                     "SELECT seq, job_id, kind, data, at FROM job_events \
                      WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 )
@@ -1324,7 +1323,7 @@ macro_rules! impl_job_store {
                 let mut tx = self.begin().await?;
                 let now = now_ms();
                 // A job whose cancel was requested is not run again: it ends cancelled.
-                let row = sqlx::query::<$db>(concat!(
+                let row = statement(concat!(
                     "UPDATE jobs SET \
                      state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, \
                      finished_at = CASE WHEN cancel_requested THEN $1 ELSE NULL END, \
@@ -1352,7 +1351,7 @@ macro_rules! impl_job_store {
 
             async fn counts(&self) -> Result<BTreeMap<JobState, u64>> {
                 let sql = "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state";
-                let rows = sqlx::query::<$db>(sql)
+                let rows = statement(sql)
                     .fetch_all(self.reader())
                     .await
                     .ctx("counting jobs")?;
@@ -1374,7 +1373,7 @@ macro_rules! impl_job_store {
                            WHERE state = 'queued' GROUP BY tenant \
                            UNION ALL SELECT 'r' AS kind, '' AS tenant, COUNT(*) AS n FROM jobs \
                            WHERE state = 'running'";
-                let rows = sqlx::query::<$db>(sql)
+                let rows = statement(sql)
                     .fetch_all(self.reader())
                     .await
                     .ctx("counting live jobs")?;

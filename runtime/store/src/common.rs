@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use serde_json::Value;
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::Row as _;
 
 use crate::error::{Error, Result};
 use crate::types::{Job, JobState, NewJob, Progress};
@@ -214,29 +214,45 @@ fn to_u<T: TryFrom<i64>>(column: &str, value: i64) -> Result<T> {
     T::try_from(value).map_err(|_| Error::corrupt(format!("column {column}: {value} out of range")))
 }
 
-fn get<'r, R, T>(row: &'r R, column: &'static str) -> Result<T>
+/// A row of either backend, read by column name into `T`.
+pub(crate) trait Column<T> {
+    fn column(&self, name: &'static str) -> Result<T>;
+}
+
+impl<T> Column<T> for sqlx::postgres::PgRow
 where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    T: Decode<'r, R::Database> + Type<R::Database>,
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
-    row.try_get(column).map_err(|source| Error::Db {
-        context: "decoding a job row",
-        source,
-    })
+    fn column(&self, name: &'static str) -> Result<T> {
+        self.try_get(name)
+            .map_err(|e| Error::db("decoding a job row", e))
+    }
+}
+
+impl<T: rusqlite::types::FromSql> Column<T> for crate::lite::Row {
+    fn column(&self, name: &'static str) -> Result<T> {
+        self.try_get(name)
+            .map_err(|e| Error::db("decoding a job row", e))
+    }
+}
+
+/// The column types the decoders below read.
+pub(crate) trait Columns:
+    Column<i64> + Column<Option<i64>> + Column<String> + Column<Option<String>> + Column<bool>
+{
+}
+
+impl<R> Columns for R where
+    R: Column<i64> + Column<Option<i64>> + Column<String> + Column<Option<String>> + Column<bool>
+{
+}
+
+fn get<R: Column<T>, T>(row: &R, column: &'static str) -> Result<T> {
+    row.column(column)
 }
 
 /// Decodes a row selected with [`job_cols`] (works for both backends).
-pub(crate) fn job_from_row<'r, R>(row: &'r R) -> Result<Job>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    bool: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn job_from_row<R: Columns>(row: &R) -> Result<Job> {
     let state: String = get(row, "state")?;
     let state: JobState = state.parse().map_err(Error::corrupt)?;
     let last_error: Option<String> = get(row, "last_error")?;
@@ -320,16 +336,7 @@ macro_rules! completed_cols {
 pub(crate) use completed_cols;
 
 /// The job after a completion: the lease's snapshot updated with a [`completed_cols`] row.
-pub(crate) fn completed_job<'r, R>(base: &Job, row: &'r R) -> Result<Job>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    bool: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn completed_job<R: Columns>(base: &Job, row: &R) -> Result<Job> {
     let state: String = get(row, "state")?;
     let last_error: Option<String> = get(row, "last_error")?;
     let usage: Option<String> = get(row, "usage")?;
@@ -349,13 +356,7 @@ where
     Ok(job)
 }
 
-fn progress_from_row<'r, R>(row: &'r R) -> Result<Option<Progress>>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-{
+fn progress_from_row<R: Columns>(row: &R) -> Result<Option<Progress>> {
     let done: Option<i64> = get(row, "progress_done")?;
     let total: Option<i64> = get(row, "progress_total")?;
     Ok(match (done, total) {
@@ -369,13 +370,7 @@ where
 }
 
 /// Decodes an event row (`seq, job_id, kind, data, at`).
-pub(crate) fn event_from_row<'r, R>(row: &'r R) -> Result<crate::types::Event>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn event_from_row<R: Columns>(row: &R) -> Result<crate::types::Event> {
     Ok(crate::types::Event {
         seq: get(row, "seq")?,
         job_id: get(row, "job_id")?,
@@ -386,13 +381,7 @@ where
 }
 
 /// Decodes a result row (`job_id, output, usage, completed_at`).
-pub(crate) fn result_from_row<'r, R>(row: &'r R) -> Result<crate::types::JobResult>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn result_from_row<R: Columns>(row: &R) -> Result<crate::types::JobResult> {
     Ok(crate::types::JobResult {
         job_id: get(row, "job_id")?,
         output: parse_json("output", &get::<R, String>(row, "output")?)?,

@@ -47,9 +47,9 @@ pub enum Error {
     Db {
         /// Operation that failed.
         context: &'static str,
-        /// The underlying sqlx error.
+        /// The driver's error (SQLite's or PostgreSQL's).
         #[source]
-        source: sqlx::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -61,23 +61,37 @@ impl Error {
         }
     }
 
+    /// A driver error, with what the store was doing.
+    pub(crate) fn db(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Db {
+            context,
+            source: source.into(),
+        }
+    }
+
     /// A row that does not decode into our types (edited by hand, or a newer schema).
     pub(crate) fn corrupt(message: impl Into<String>) -> Self {
-        Error::Db {
-            context: "decoding a stored row",
-            source: sqlx::Error::Decode(message.into().into()),
-        }
+        Error::db("decoding a stored row", message.into())
     }
 }
 
-/// Adds what the store was doing to a sqlx error.
+/// Adds what the store was doing to a driver error.
 pub(crate) trait DbContext<T> {
     fn ctx(self, context: &'static str) -> Result<T, Error>;
 }
 
 impl<T> DbContext<T> for Result<T, sqlx::Error> {
     fn ctx(self, context: &'static str) -> Result<T, Error> {
-        self.map_err(|source| Error::Db { context, source })
+        self.map_err(|source| Error::db(context, source))
+    }
+}
+
+impl<T> DbContext<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, Error> {
+        self.map_err(|source| Error::db(context, source))
     }
 }
 

@@ -10,6 +10,7 @@
 mod backend;
 mod common;
 mod error;
+mod lite;
 mod pg;
 mod schema;
 mod sqlite;

@@ -129,9 +129,15 @@ impl PgStore {
     }
 }
 
+/// A statement of this backend, as the shared store body builds it.
+type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+fn statement<'q>(sql: impl sqlx::SqlSafeStr) -> Query<'q> {
+    sqlx::query(sql)
+}
+
 crate::backend::impl_job_store!(
     PgStore,
-    Postgres,
     PgConnection,
     skip_locked = " FOR UPDATE SKIP LOCKED"
 );

@@ -1,21 +1,13 @@
 //! The SQLite backend: one file, one writer connection, a pool of readers.
 
-use std::path::Path;
-use std::str::FromStr;
-
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{Sqlite, Transaction};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::common::StoreConfig;
+use crate::lite::{Database, Readers, Tx, Writer};
 use crate::schema::Dialect;
 
-/// How long a connection waits for a lock held by another connection or process.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Reader connections; WAL lets them read while the writer commits.
-const READERS: u32 = 4;
+pub(crate) use crate::lite::{Query, query as statement};
 
 /// A [`crate::JobStore`] in a SQLite file.
 ///
@@ -26,13 +18,13 @@ const READERS: u32 = 4;
 /// `synchronous_full = true` where that matters too, at the price of an fsync per commit.
 ///
 /// All writes go through a single connection: SQLite allows one writer at a time anyway,
-/// and queuing in the pool is cheaper than retrying on `SQLITE_BUSY`. Write transactions
-/// start with `BEGIN IMMEDIATE` so that a second process on the same file waits for the
-/// lock instead of failing on upgrade.
+/// and queuing for it is cheaper than retrying on `SQLITE_BUSY`. Write transactions start
+/// with `BEGIN IMMEDIATE` so that a second process on the same file waits for the lock
+/// instead of failing on upgrade. Statements run in-process on the calling task (see
+/// `lite.rs`).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    db: Arc<Database>,
     pub(crate) config: StoreConfig,
     pub(crate) sweep: crate::common::SweepGate,
 }
@@ -59,55 +51,45 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> crate::Result<SqliteStore> {
         let synchronous = if options.synchronous_full {
-            SqliteSynchronous::Full
+            "FULL"
         } else {
-            SqliteSynchronous::Normal
+            "NORMAL"
         };
-        let base = SqliteConnectOptions::new()
-            .filename(path.as_ref())
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
+        let pragmas = [
+            ("foreign_keys", "ON".to_owned()),
             // A 4 MiB page cache: pages beyond it are read through the memory map below at
             // little cost, while a larger cache (64 MiB was tried) made every commit slower:
             // SQLite's end-of-transaction page-cache truncation walks the cache's whole hash
             // table, on the one writer connection every job waits for.
-            .pragma("cache_size", "-4096")
-            .pragma("mmap_size", "268435456")
-            .pragma("temp_store", "memory")
-            // Checkpoint every ~32 MiB of WAL instead of 4 MiB: claims and completions
-            // rewrite the same pages, and a rarer checkpoint copies each page once.
-            .pragma("wal_autocheckpoint", "8192")
-            .pragma("journal_size_limit", "67108864");
-        // The writer opens first: it creates the file and switches it to WAL, which the
-        // read-only connections cannot do.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .after_connect(|conn, _| Box::pin(stable_plans(conn)))
-            .connect_with(base.clone().create_if_missing(true))
-            .await
-            .ctx("opening the SQLite job store")?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .after_connect(|conn, _| Box::pin(stable_plans(conn)))
-            .connect_with(base.read_only(true))
-            .await
-            .ctx("opening SQLite reader connections")?;
+            ("cache_size", "-4096".to_owned()),
+            ("mmap_size", "268435456".to_owned()),
+            ("temp_store", "MEMORY".to_owned()),
+        ];
+        let writer_pragmas = [
+            ("journal_mode", "WAL".to_owned()),
+            ("synchronous", synchronous.to_owned()),
+            // Checkpoints are the checkpointer thread's (see `lite.rs`); this is only the
+            // backstop should it fall behind (256 MiB of WAL).
+            ("wal_autocheckpoint", "65536".to_owned()),
+            ("journal_size_limit", "67108864".to_owned()),
+        ];
+        let path = path.as_ref().to_owned();
+        let db =
+            tokio::task::spawn_blocking(move || Database::open(&path, &pragmas, &writer_pragmas))
+                .await
+                .map_err(|e| crate::Error::db("opening the SQLite job store", e))?
+                .ctx("opening the SQLite job store")?;
         Ok(SqliteStore {
-            writer,
-            reader,
+            db: Arc::new(db),
             config: options.config,
             sweep: Default::default(),
         })
     }
 
-    /// Opens a store from a `sqlite:` URL (`sqlite:path`, `sqlite://path`, `sqlite:///abs`).
+    /// Opens a store from a `sqlite:` URL (`sqlite:path`, `sqlite://path`, `sqlite:///abs`;
+    /// a `?query` is not accepted).
     pub async fn open_url(url: &str) -> crate::Result<SqliteStore> {
-        // Parse with sqlx so that the accepted URL forms are sqlx's own.
-        let parsed = SqliteConnectOptions::from_str(url).ctx("parsing the SQLite URL")?;
-        Self::open(parsed.get_filename()).await
+        Self::open(url_path(url)?).await
     }
 
     pub(crate) const DIALECT: Dialect = Dialect::Sqlite;
@@ -118,66 +100,75 @@ impl SqliteStore {
     /// Row-lock suffix of a SELECT; SQLite's single writer needs none.
     pub(crate) const LOCK_ROWS: &'static str = "";
 
-    pub(crate) fn writer(&self) -> &SqlitePool {
-        &self.writer
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.db.writer
     }
 
-    pub(crate) fn reader(&self) -> &SqlitePool {
-        &self.reader
+    pub(crate) fn reader(&self) -> &Readers {
+        &self.db.readers
     }
 
-    pub(crate) async fn begin(&self) -> crate::Result<Transaction<'static, Sqlite>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
+    pub(crate) async fn begin(&self) -> crate::Result<Tx> {
+        self.db
+            .writer
+            .begin()
             .await
             .ctx("starting a SQLite write transaction")
     }
 
     /// `BEGIN IMMEDIATE` already serializes migrations on SQLite.
-    pub(crate) async fn lock_migrations(_conn: &mut SqliteConnection) -> crate::Result<()> {
+    pub(crate) async fn lock_migrations(_conn: &mut crate::lite::Conn) -> crate::Result<()> {
         Ok(())
     }
 
     /// `BEGIN IMMEDIATE` already serializes claims on SQLite.
-    pub(crate) async fn lock_claims(_conn: &mut SqliteConnection) -> crate::Result<()> {
+    pub(crate) async fn lock_claims(_conn: &mut crate::lite::Conn) -> crate::Result<()> {
         Ok(())
     }
 
     pub(crate) async fn close_pools(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
+        self.db.close().await;
     }
 }
 
-/// Turns on SQLite's query planner stability guarantee for `conn`.
-///
-/// Without it SQLite plans some statements for the values bound to them (a bound `LIMIT`, a
-/// bound value compared with a partial index's condition) and marks the prepared statement
-/// expired whenever another value is bound, so the cached statements of the claim and of
-/// the write cycle were parsed and planned again on most executions, on the single writer
-/// connection every job waits for. Our statements are written for the plans the schema's
-/// indexes give; they need no per-value plans.
-async fn stable_plans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    let mut handle = conn.lock_handle().await?;
-    let db = handle.as_raw_handle().as_ptr();
-    let mut enabled: std::ffi::c_int = 0;
-    // SAFETY: `db` is the open connection handle, locked away from sqlx's worker thread
-    // while `handle` lives; SQLITE_DBCONFIG_ENABLE_QPSG takes an int (1: on) and an int*
-    // that receives the new setting, both valid for the call.
-    let rc = unsafe {
-        libsqlite3_sys::sqlite3_db_config(
-            db,
-            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
-            1 as std::ffi::c_int,
-            &mut enabled as *mut std::ffi::c_int,
-        )
-    };
-    if rc != libsqlite3_sys::SQLITE_OK || enabled != 1 {
-        return Err(sqlx::Error::Configuration(
-            format!("enabling the query planner stability guarantee failed (code {rc})").into(),
+/// The file a `sqlite:` URL names.
+fn url_path(url: &str) -> crate::Result<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| crate::Error::invalid("url", "must start with sqlite:"))?;
+    if rest.is_empty() || rest.contains('?') {
+        return Err(crate::Error::invalid(
+            "url",
+            "must name a file (sqlite:PATH), without ?options",
         ));
     }
-    Ok(())
+    Ok(PathBuf::from(rest))
 }
 
-crate::backend::impl_job_store!(SqliteStore, Sqlite, SqliteConnection, skip_locked = "");
+crate::backend::impl_job_store!(SqliteStore, crate::lite::Conn, skip_locked = "");
+
+#[cfg(test)]
+mod tests {
+    use super::url_path;
+    use std::path::PathBuf;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            url_path("sqlite:jobs.db").unwrap(),
+            PathBuf::from("jobs.db")
+        );
+        assert_eq!(
+            url_path("sqlite://jobs.db").unwrap(),
+            PathBuf::from("jobs.db")
+        );
+        assert_eq!(
+            url_path("sqlite:///var/x.db").unwrap(),
+            PathBuf::from("/var/x.db")
+        );
+        assert!(url_path("sqlite:").is_err());
+        assert!(url_path("sqlite:x.db?mode=ro").is_err());
+        assert!(url_path("postgres://x").is_err());
+    }
+}
