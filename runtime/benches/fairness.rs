@@ -67,8 +67,17 @@ fn main() {
     config.service.max_queued = 1_000_000;
     let worker = common::Worker::start(config);
     let base = worker.base.clone();
-    let client_rt = common::client_runtime();
-    client_rt.block_on(async move {
+    // The flooding clients run on a runtime of their own, and the quiet tenant's client on
+    // this thread alone: the two are different clients, and a quiet request's task waiting
+    // behind the flood's client tasks would be the load generator's delay, not the worker's.
+    let flood_rt = common::client_runtime();
+    let flood_http = flood_rt.block_on(async { reqwest::Client::new() });
+    let quiet_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let flood_rt = &flood_rt;
+    quiet_rt.block_on(async move {
         let http = reqwest::Client::new();
         for _ in 0..10 {
             quiet_job(&http, &base, wait).await;
@@ -83,7 +92,10 @@ fn main() {
             let stop = Arc::new(AtomicBool::new(false));
             let flooded = Arc::new(AtomicUsize::new(0));
             let flooders: Vec<_> = (0..flood)
-                .map(|_| tokio::spawn(flooder(http.clone(), base.clone(), stop.clone(), flooded.clone())))
+                .map(|_| {
+                    let client = flooder(flood_http.clone(), base.clone(), stop.clone(), flooded.clone());
+                    flood_rt.spawn(client)
+                })
                 .collect();
             // Let the flood build a queue first.
             tokio::time::sleep(Duration::from_millis(500)).await;
