@@ -859,12 +859,17 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
             if !operations.is_empty() {
                 asked = free.min(BATCH);
                 let tenants = &inner.config.tenants;
+                let tenant_caps = tenants.is_multi().then(|| {
+                    let running = running_by_tenant(&inner, &pending.cycle.completions);
+                    let slots = inner.config.max_concurrent;
+                    tenants.claim_caps(slots, &running, now_ms())
+                });
                 pending.cycle.claim = Some(ClaimRequest {
                     worker: inner.config.worker_id.clone(),
                     max: asked,
                     lease: inner.config.lease,
                     operations: Some(operations),
-                    tenant_caps: tenants.is_multi().then(|| tenants.concurrency_caps()),
+                    tenant_caps,
                 });
             }
         }
@@ -914,6 +919,23 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
             }
         }
     }
+}
+
+/// This worker's running jobs per tenant, leaving out those whose completion is in
+/// `completing` (their slots are free once the cycle commits).
+fn running_by_tenant(inner: &Inner, completing: &[(Lease, Outcome)]) -> HashMap<String, u32> {
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    if let Ok(active) = inner.active.lock() {
+        for a in active.values() {
+            *counts.entry(a.lease.job.tenant.clone()).or_default() += 1;
+        }
+    }
+    for (lease, _) in completing {
+        if let Some(n) = counts.get_mut(&lease.job.tenant) {
+            *n = n.saturating_sub(1);
+        }
+    }
+    counts
 }
 
 /// One write cycle: what to write, and who waits for it.

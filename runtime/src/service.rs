@@ -278,6 +278,7 @@ impl JobService {
         // until this one is stored (or refused).
         let _turn = tenant.submit_turn().await;
         let job = self.admit(body, tenant, remote)?;
+        tenant.note_submit(now_ms());
         if self.queued.load(Ordering::Relaxed) >= self.config.max_queued as i64 {
             return Err(ApiError::new(
                 429,

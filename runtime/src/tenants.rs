@@ -30,6 +30,7 @@
 
 use crate::grants::ImagePolicy;
 use anyhow::{Context, Result, bail};
+use guestkit_store::TenantCap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -48,6 +49,9 @@ pub const DEFAULT_MAX_SUBMITTING: u32 = 8;
 /// Queued jobs beyond which a tenant is admitted one submission at a time, when its quotas
 /// do not say.
 pub const DEFAULT_BACKLOG: u64 = 256;
+/// How long after its last submission a tenant still counts as having work, for the share
+/// of slots (see [`Tenants::claim_caps`]).
+pub const ACTIVE_WINDOW_MS: i64 = 1_000;
 
 /// Per-tenant limits; `None` leaves the worker-wide setting in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,6 +100,8 @@ pub struct Tenant {
     /// Until when (unix ms) submissions are refused without a store round trip because the
     /// store just found this tenant's queue full (see [`Tenant::queue_full_for`]).
     queue_full_until: AtomicI64,
+    /// When (unix ms) it last submitted a job here (see [`Tenants::claim_caps`]).
+    last_submit: AtomicI64,
 }
 
 impl Tenant {
@@ -159,6 +165,19 @@ impl Tenant {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
                 Some(q.saturating_add(n).max(0))
             });
+    }
+
+    /// Notes a submission by this tenant at `now_ms`.
+    pub fn note_submit(&self, now_ms: i64) {
+        self.last_submit.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Whether the tenant has work here: jobs queued or running (`running_here` of them on
+    /// this worker), or a submission within the last [`ACTIVE_WINDOW_MS`].
+    fn is_active(&self, running_here: u32, now_ms: i64) -> bool {
+        running_here > 0
+            || self.queued() > 0
+            || now_ms.saturating_sub(self.last_submit.load(Ordering::Relaxed)) < ACTIVE_WINDOW_MS
     }
 
     /// Whether this tenant may run the shared handler `name` serving `operation`.
@@ -234,6 +253,7 @@ impl Tenants {
             backlog_gate: Arc::new(tokio::sync::Semaphore::new(1)),
             queued: Default::default(),
             queue_full_until: Default::default(),
+            last_submit: Default::default(),
         });
         Tenants {
             by_id: HashMap::from([(DEFAULT_TENANT.to_string(), tenant)]),
@@ -333,6 +353,7 @@ impl Tenants {
                 backlog_gate: Arc::new(tokio::sync::Semaphore::new(1)),
                 queued: Default::default(),
                 queue_full_until: Default::default(),
+                last_submit: Default::default(),
             });
             for hash in hashes {
                 tokens.push((hash, tenant.clone()));
@@ -363,14 +384,42 @@ impl Tenants {
         all
     }
 
-    /// Every tenant with its concurrency quota (`u32::MAX` when it has none), for claims.
-    pub fn concurrency_caps(&self) -> Vec<(String, u32)> {
-        let mut caps: Vec<(String, u32)> = self
+    /// What a claim on a worker with `slots` job slots may take of each tenant's jobs,
+    /// sorted by tenant: at most its `max_concurrent` quota running at once, and, while two
+    /// or more tenants have work here (see [`Tenant::is_active`]), at most an equal share
+    /// of the slots (rounded up) running on this worker (`running_here` counts them).
+    ///
+    /// The share is what keeps a tenant that floods the queue from holding every slot: a
+    /// quiet tenant's job then finds a slot free when it arrives, instead of waiting for one
+    /// of the flood's jobs to end, and the flood's jobs compete less for the worker's CPU.
+    /// A tenant alone has every slot.
+    pub fn claim_caps(
+        &self,
+        slots: usize,
+        running_here: &HashMap<String, u32>,
+        now_ms: i64,
+    ) -> Vec<TenantCap> {
+        let here = |t: &Tenant| running_here.get(&t.id).copied().unwrap_or(0);
+        let active = self
             .by_id
             .values()
-            .map(|t| (t.id.clone(), t.quotas.max_concurrent.unwrap_or(u32::MAX)))
+            .filter(|t| t.is_active(here(t), now_ms))
+            .count();
+        let share = (active >= 2).then(|| {
+            u32::try_from(slots.div_ceil(active))
+                .unwrap_or(u32::MAX)
+                .max(1)
+        });
+        let mut caps: Vec<TenantCap> = self
+            .by_id
+            .values()
+            .map(|t| TenantCap {
+                tenant: t.id.clone(),
+                max_running: t.quotas.max_concurrent.unwrap_or(u32::MAX),
+                max_claim: share.map_or(u32::MAX, |s| s.saturating_sub(here(t))),
+            })
             .collect();
-        caps.sort();
+        caps.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         caps
     }
 
@@ -517,10 +566,54 @@ backlog = 3
         let acme = tenants.get("acme").expect("acme");
         assert!(acme.may_run("guestkit.echo", "echo"));
         assert!(!acme.may_run("guestkit.inspect", "inspect"));
+        // Nobody has work: the quotas alone.
+        let none = HashMap::new();
         assert_eq!(
-            tenants.concurrency_caps(),
-            vec![("acme".into(), u32::MAX), ("globex".into(), 2)]
+            tenants.claim_caps(4, &none, 10_000),
+            vec![
+                TenantCap::running("acme", u32::MAX),
+                TenantCap::running("globex", 2)
+            ]
         );
+    }
+
+    #[test]
+    fn busy_tenants_share_the_slots() {
+        let tenants = Tenants::parse(&file(""), &[]).expect("parse");
+        let now = 1_000_000;
+        let globex = tenants.get("globex").expect("globex");
+        let claim = |running: &[(&'static str, u32)], now| {
+            let here: HashMap<String, u32> =
+                running.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+            tenants
+                .claim_caps(5, &here, now)
+                .into_iter()
+                .map(|c| (c.tenant, c.max_claim))
+                .collect::<Vec<_>>()
+        };
+        // acme alone (running 4 of 5 slots): no share.
+        assert_eq!(
+            claim(&[("acme", 4)], now),
+            [("acme".into(), u32::MAX), ("globex".into(), u32::MAX)]
+        );
+        // globex submits: each may run 3 (5 slots / 2, rounded up) here.
+        globex.note_submit(now);
+        assert_eq!(
+            claim(&[("acme", 4)], now),
+            [("acme".into(), 0), ("globex".into(), 3)]
+        );
+        assert_eq!(
+            claim(&[("acme", 1), ("globex", 1)], now + 999),
+            [("acme".into(), 2), ("globex".into(), 2)]
+        );
+        // A second later globex has nothing queued or running: acme is alone again.
+        assert_eq!(
+            claim(&[("acme", 4)], now + 1_000)[0],
+            ("acme".into(), u32::MAX)
+        );
+        // Queued jobs count as work too.
+        globex.set_queued(1);
+        assert_eq!(claim(&[("acme", 4)], now + 5_000)[0], ("acme".into(), 0));
     }
 
     #[tokio::test]

@@ -315,7 +315,7 @@ macro_rules! impl_job_store {
                 max: usize,
                 lease: Duration,
                 operations: Option<&[String]>,
-                tenant_caps: Option<&[(String, u32)]>,
+                tenant_caps: Option<&[TenantCap]>,
                 now: i64,
                 events: &mut Vec<PendingEvent>,
             ) -> Result<Vec<Lease>> {
@@ -432,7 +432,7 @@ macro_rules! impl_job_store {
                 conn: &mut $conn,
                 max: usize,
                 operations: Option<&[String]>,
-                caps: &[(String, u32)],
+                caps: &[TenantCap],
                 now: i64,
             ) -> Result<Vec<i64>> {
                 Self::lock_claims(conn).await?;
@@ -456,9 +456,12 @@ macro_rules! impl_job_store {
                 };
                 let mut arms = Vec::new();
                 let mut binds: Vec<(&str, i64)> = Vec::new();
-                for (tenant, cap) in caps {
+                for cap in caps {
+                    let tenant = &cap.tenant;
                     let busy = running.get(tenant).copied().unwrap_or(0);
-                    let room = (i64::from(*cap) - busy).min(i64::try_from(max).unwrap_or(i64::MAX));
+                    let room = (i64::from(cap.max_running) - busy)
+                        .min(i64::from(cap.max_claim))
+                        .min(i64::try_from(max).unwrap_or(i64::MAX));
                     if room <= 0 {
                         continue;
                     }

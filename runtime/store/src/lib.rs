@@ -32,7 +32,7 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::{
     CancelOutcome, ClaimRequest, Cycle, CycleResult, DEFAULT_PRIORITY, Event, HeartbeatStatus, Job,
     JobResult, JobState, Lease, ListQuery, LiveCounts, NewJob, Outcome, Page, Progress,
-    ProgressUpdate, Submitted,
+    ProgressUpdate, Submitted, TenantCap,
 };
 
 /// A durable job queue with leases, retries, cancellation, results and event streams.

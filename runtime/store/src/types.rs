@@ -328,9 +328,32 @@ pub struct ClaimRequest {
     pub operations: Option<Vec<String>>,
     /// Multi-tenant claim: `Some` takes only the listed tenants' jobs, round-robin across
     /// tenants (each tenant's own jobs by priority, then age; tenants running fewer jobs
-    /// first), and never lets a tenant run more than its cap (`u32::MAX`: none) at once,
-    /// counted over every worker. `None`: every job, plain priority-then-age order.
-    pub tenant_caps: Option<Vec<(String, u32)>>,
+    /// first), within each tenant's [`TenantCap`]. `None`: every job, plain
+    /// priority-then-age order.
+    pub tenant_caps: Option<Vec<TenantCap>>,
+}
+
+/// How many of a tenant's jobs a multi-tenant claim may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCap {
+    /// The tenant.
+    pub tenant: String,
+    /// Most of its jobs running at once, counted over every worker (`u32::MAX`: none).
+    pub max_running: u32,
+    /// Most of its jobs this claim takes (`u32::MAX`: none), e.g. what is left of the
+    /// tenant's share of this worker's slots.
+    pub max_claim: u32,
+}
+
+impl TenantCap {
+    /// A cap of `max_running` jobs at once and no other limit.
+    pub fn running(tenant: impl Into<String>, max_running: u32) -> Self {
+        TenantCap {
+            tenant: tenant.into(),
+            max_running,
+            max_claim: u32::MAX,
+        }
+    }
 }
 
 /// Progress of a running job, fenced by its lease: see [`crate::JobStore::set_progress`].

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{Harness, Kind, LEASE, job, now_ms};
 use guestkit_store::{
     CancelOutcome, ClaimRequest, Cycle, Error, HeartbeatStatus, JobState, ListQuery, Outcome,
-    ProgressUpdate, StoreConfig,
+    ProgressUpdate, StoreConfig, TenantCap,
 };
 use serde_json::json;
 
@@ -1172,16 +1172,23 @@ async fn tenant_claims_are_fair_and_capped(kind: Kind) {
             .await
             .expect("submit");
     }
-    let claim = |max: usize| Cycle {
+    let capped = |max: usize, flood_claim: u32| Cycle {
         claim: Some(ClaimRequest {
             worker: "w".into(),
             max,
             lease: LEASE,
             operations: None,
-            tenant_caps: Some(vec![("flood".into(), 2), ("quiet".into(), u32::MAX)]),
+            tenant_caps: Some(vec![
+                TenantCap {
+                    max_claim: flood_claim,
+                    ..TenantCap::running("flood", 2)
+                },
+                TenantCap::running("quiet", u32::MAX),
+            ]),
         }),
         ..Cycle::default()
     };
+    let claim = |max: usize| capped(max, u32::MAX);
     let first = h.store.write_cycle(&claim(10)).await.expect("claim");
     let ids: Vec<&str> = first.claimed.iter().map(|l| l.job.id.as_str()).collect();
     // Round-robin, and the flooding tenant capped at 2 running.
@@ -1200,11 +1207,27 @@ async fn tenant_claims_are_fair_and_capped(kind: Kind) {
     let next = h.store.write_cycle(&done).await.expect("complete + claim");
     let ids: Vec<&str> = next.claimed.iter().map(|l| l.job.id.as_str()).collect();
     assert_eq!(ids, ["tf-a2"]);
+    // Another ends, but this claim may take none of flood's jobs: none starts.
+    let held = Cycle {
+        completions: vec![(first.claimed[1].clone(), ok(1))],
+        ..capped(10, 0)
+    };
+    let held = h.store.write_cycle(&held).await.expect("complete + claim");
+    assert!(held.claimed.is_empty(), "{:?}", held.claimed.len());
+    assert_eq!(
+        h.store
+            .write_cycle(&capped(10, 1))
+            .await
+            .expect("claim")
+            .claimed
+            .len(),
+        1
+    );
 
-    // Queue cap: flood has 3 queued (a3..a5); a cap of 5 leaves room for 2.
+    // Queue cap: flood has 2 queued (a4, a5); a cap of 4 leaves room for 2.
     let submits = Cycle {
         submits: (0..3).map(|i| of("flood", format!("tf-c{i}"))).collect(),
-        queue_caps: vec![("flood".into(), 5)],
+        queue_caps: vec![("flood".into(), 4)],
         ..Cycle::default()
     };
     let result = h.store.write_cycle(&submits).await.expect("submits");
@@ -1212,7 +1235,7 @@ async fn tenant_claims_are_fair_and_capped(kind: Kind) {
     assert!(
         matches!(
             &result.submitted[2],
-            Err(Error::QuotaExceeded { tenant, quota: "queued", limit: 5 }) if tenant == "flood"
+            Err(Error::QuotaExceeded { tenant, quota: "queued", limit: 4 }) if tenant == "flood"
         ),
         "{:?}",
         result.submitted[2]
