@@ -4,7 +4,8 @@
 //! `lite.rs`, which offers the same query calls), and there is no executor type shared by
 //! the two. A macro keeps a single body with identical SQL; the backends differ only in the
 //! few items each store type
-//! provides: `statement()` and its `Query` type, `writer()`, `reader()`, `begin()`,
+//! provides: `statement()` and its `Query` type, `writer()`, `reader()`, `scan_reader()`
+//! (for reads whose cost grows with the table), `begin()`,
 //! `lock_migrations()`, `DIALECT`, and the `FOR UPDATE SKIP LOCKED` suffix passed here.
 
 macro_rules! impl_job_store {
@@ -1021,7 +1022,7 @@ macro_rules! impl_job_store {
                 }
                 // One extra row tells whether another page exists.
                 let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
-                let rows = q.bind(fetch).fetch_all(self.reader()).await.ctx("listing jobs")?;
+                let rows = q.bind(fetch).fetch_all(self.scan_reader()).await.ctx("listing jobs")?;
                 let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
                 let next_cursor = if jobs.len() > limit {
                     jobs.truncate(limit);
@@ -1355,7 +1356,7 @@ macro_rules! impl_job_store {
             async fn counts(&self) -> Result<BTreeMap<JobState, u64>> {
                 let sql = "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state";
                 let rows = statement(sql)
-                    .fetch_all(self.reader())
+                    .fetch_all(self.scan_reader())
                     .await
                     .ctx("counting jobs")?;
                 let mut counts: BTreeMap<JobState, u64> =
@@ -1377,7 +1378,7 @@ macro_rules! impl_job_store {
                            UNION ALL SELECT 'r' AS kind, '' AS tenant, COUNT(*) AS n FROM jobs \
                            WHERE state = 'running'";
                 let rows = statement(sql)
-                    .fetch_all(self.reader())
+                    .fetch_all(self.scan_reader())
                     .await
                     .ctx("counting live jobs")?;
                 let mut counts = LiveCounts::default();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rusqlite::types::{FromSql, ToSql, Value, ValueRef};
+use rusqlite::types::{FromSql, ToSql, ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 /// Prepared statements kept per connection. The store's SQL texts are a few dozen shapes
@@ -66,12 +66,24 @@ pub(crate) fn query<'q>(sql: impl Into<Sql<'q>>) -> Query<'q> {
     }
 }
 
-/// Where a statement runs: a connection already held (a transaction), the reader pool, or
-/// the writer outside a transaction.
+/// Where a statement runs: a connection already held (a transaction), the reader pool, the
+/// reader pool on a blocking thread ([`Scan`]), or the writer outside a transaction.
 pub(crate) enum Target<'a> {
     Conn(&'a mut Conn),
     Readers(&'a Readers),
+    Scan(Arc<Database>),
     Writer(&'a Writer),
+}
+
+/// The readers, for statements whose cost grows with the table (listings, counts): they run
+/// on tokio's blocking threads, so that a long scan does not hold up the tasks of a runtime
+/// thread. Point reads stay on the calling task.
+pub(crate) struct Scan(pub(crate) Arc<Database>);
+
+impl From<Scan> for Target<'_> {
+    fn from(s: Scan) -> Self {
+        Target::Scan(s.0)
+    }
 }
 
 impl<'a> From<&'a mut Conn> for Target<'a> {
@@ -106,11 +118,44 @@ impl<'q> Query<'q> {
         match target.into() {
             Target::Conn(conn) => conn.run(&self),
             Target::Readers(readers) => readers.run(&self),
+            Target::Scan(db) => {
+                let owned = self.into_owned()?;
+                tokio::task::spawn_blocking(move || db.readers.run(&owned))
+                    .await
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
+            }
             Target::Writer(writer) => {
                 let mut conn = writer.lock().await?;
                 conn.run(&self)
             }
         }
+    }
+
+    /// The statement with its own copy of the text and of every argument.
+    fn into_owned(self) -> rusqlite::Result<Query<'static>> {
+        let mut args: Vec<Box<dyn ToSql + Send + Sync>> = Vec::with_capacity(self.args.len());
+        for arg in &self.args {
+            let value = match arg.to_sql()? {
+                ToSqlOutput::Owned(v) => v,
+                ToSqlOutput::Borrowed(v) => match v {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(i) => Value::Integer(i),
+                    ValueRef::Real(f) => Value::Real(f),
+                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                },
+                other => {
+                    return Err(rusqlite::Error::ToSqlConversionFailure(
+                        format!("unsupported argument {other:?}").into(),
+                    ));
+                }
+            };
+            args.push(Box::new(value));
+        }
+        Ok(Query {
+            sql: Sql(Cow::Owned(self.sql.0.into_owned())),
+            args,
+        })
     }
 
     /// The first row, if any (the statement still runs to its end).
@@ -477,5 +522,74 @@ impl std::fmt::Debug for Database {
         f.debug_struct("Database")
             .field("path", &self.readers.path)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn count(db: &Database) -> i64 {
+        let row = query("SELECT COUNT(*) AS n FROM t")
+            .fetch_one(&db.readers)
+            .await;
+        row.expect("count").try_get("n").expect("n")
+    }
+
+    #[tokio::test]
+    async fn the_writer_waits_for_another_process_and_rolls_back_when_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let db = Database::open(&path, &[], &[("journal_mode", "WAL".into())]).expect("open");
+        let mut tx = db.writer.begin().await.expect("begin");
+        tx.exec("CREATE TABLE t (x INTEGER)").expect("create");
+        tx.commit().await.expect("commit");
+
+        // Another connection (as another process would) holds the write lock for 100 ms.
+        let other = Connection::open(&path).expect("other");
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+            .expect("lock");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            other.execute_batch("COMMIT").expect("commit other");
+        });
+        let started = Instant::now();
+        let mut tx = db.writer.begin().await.expect("waits for the lock");
+        assert!(
+            started.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            started.elapsed()
+        );
+        query("INSERT INTO t VALUES ($1)")
+            .bind(2i64)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        tx.commit().await.expect("commit");
+        release.join().expect("other thread");
+        assert_eq!(count(&db).await, 2);
+
+        // A transaction dropped without commit leaves nothing behind, and the writer free.
+        let mut tx = db.writer.begin().await.expect("begin");
+        query("INSERT INTO t VALUES (3)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        drop(tx);
+        assert_eq!(count(&db).await, 2);
+        let tx = db.writer.begin().await.expect("the writer is free again");
+        tx.commit().await.expect("commit");
+
+        // Scans run on the blocking pool with their own copy of the arguments.
+        let key = String::from("x");
+        let rows = query("SELECT x FROM t WHERE x >= $1 AND $2 = 'x' ORDER BY x")
+            .bind(2i64)
+            .bind(key.as_str())
+            .fetch_all(Scan(Arc::new(db)))
+            .await
+            .expect("scan");
+        let xs: Vec<i64> = rows.iter().map(|r| r.try_get("x").expect("x")).collect();
+        assert_eq!(xs, [2]);
     }
 }

@@ -96,6 +96,10 @@ impl PgStore {
         &self.pool
     }
 
+    pub(crate) fn scan_reader(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub(crate) async fn begin(&self) -> crate::Result<Transaction<'static, Postgres>> {
         self.pool
             .begin()

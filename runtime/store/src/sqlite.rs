@@ -109,6 +109,10 @@ impl SqliteStore {
         &self.db.readers
     }
 
+    pub(crate) fn scan_reader(&self) -> crate::lite::Scan {
+        crate::lite::Scan(self.db.clone())
+    }
+
     pub(crate) async fn begin(&self) -> crate::Result<Tx> {
         self.db
             .writer
