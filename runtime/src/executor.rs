@@ -850,9 +850,14 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
         } else {
             inner.slots.available_permits() + pending.cycle.completions.len()
         };
+        // A completion frees a slot: claim with it if the last claim left jobs behind. With
+        // tenants, a claim that took fewer than it asked says nothing (a tenant at its cap
+        // or share leaves its queued jobs there), so every completion claims; otherwise a
+        // capped tenant's jobs would start only at the next poll.
         let wanted = look
             || !pending.cycle.submits.is_empty()
-            || (backlog && !pending.cycle.completions.is_empty());
+            || (!pending.cycle.completions.is_empty()
+                && (backlog || inner.config.tenants.is_multi()));
         let mut asked = 0;
         if wanted && free > 0 {
             let operations = inner.registry.snapshot().operation_names();
