@@ -3,10 +3,10 @@
 //! PostgreSQL is reached through sqlx and SQLite through rusqlite, run in-process (see
 //! `lite.rs`, which offers the same query calls), and there is no executor type shared by
 //! the two. A macro keeps a single body with identical SQL; the backends differ only in the
-//! few items each store type
-//! provides: `statement()` and its `Query` type, `writer()`, `reader()`, `scan_reader()`
-//! (for reads whose cost grows with the table), `begin()`,
-//! `lock_migrations()`, `DIALECT`, and the `FOR UPDATE SKIP LOCKED` suffix passed here.
+//! few items each store type provides: `statement()` and its `Query` type, `writer()`,
+//! `reader()`, `scan_reader()` (for reads whose cost grows with the table), `begin()`,
+//! `lock_migrations()`, `lock_claims()`, `DIALECT`, and the `FOR UPDATE SKIP LOCKED` suffix
+//! passed here.
 
 macro_rules! impl_job_store {
     ($store:ty, $conn:ty, skip_locked = $skip:literal) => {

@@ -402,10 +402,10 @@ pub(crate) fn state_event(job: &Job, reason: &str) -> String {
 
 /// `n` comma-separated bind placeholders for values `first..first + n`.
 ///
-/// Numbered (`$1`) for PostgreSQL. SQLite gets anonymous `?`: sqlx looks up the name of
-/// every parameter of a statement, and SQLite finds a name by a linear scan, so numbered
-/// placeholders make a multi-row INSERT quadratic in its row count. Anonymous ones bind in
-/// text order, so a statement must not mix both styles.
+/// Numbered (`$1`) for PostgreSQL. SQLite gets anonymous `?`: binding (`lite.rs`) looks up
+/// the name of every parameter of a statement, and SQLite finds a name by a linear scan, so
+/// numbered placeholders make a multi-row INSERT quadratic in its row count. Anonymous ones
+/// bind in text order, so a statement must not mix both styles.
 pub(crate) fn placeholders(numbered: bool, first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| {

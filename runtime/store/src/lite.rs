@@ -137,13 +137,8 @@ impl<'q> Query<'q> {
         for arg in &self.args {
             let value = match arg.to_sql()? {
                 ToSqlOutput::Owned(v) => v,
-                ToSqlOutput::Borrowed(v) => match v {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(i) => Value::Integer(i),
-                    ValueRef::Real(f) => Value::Real(f),
-                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-                },
+                ToSqlOutput::Borrowed(v) => Value::column_result(v)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                 other => {
                     return Err(rusqlite::Error::ToSqlConversionFailure(
                         format!("unsupported argument {other:?}").into(),
