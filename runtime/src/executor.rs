@@ -139,10 +139,13 @@ enum EventMsg {
         message: String,
     },
     /// How an attempt ended; written after the job's log lines, so an event stream never
-    /// shows the end before the last log line. `done` fires once it is durable.
+    /// shows the end before the last log line. `done` fires once it is durable. The job's
+    /// slot comes along: the writer frees it once the outcome is durable, or hands it
+    /// straight to a job claimed by the same cycle.
     Complete {
         lease: Box<Lease>,
         outcome: Outcome,
+        slot: tokio::sync::OwnedSemaphorePermit,
         done: oneshot::Sender<()>,
     },
     /// Answered once every message sent before it is written.
@@ -463,10 +466,6 @@ async fn run_job(inner: &Arc<Inner>, active: Arc<Active>, slot: tokio::sync::Own
 
     let stop = active.reason();
     inner.metrics.active_jobs.dec();
-    let completed = !matches!(
-        stop,
-        Some(StopReason::LeaseLost) | Some(StopReason::Shutdown)
-    );
     match (stop, outcome) {
         (Some(StopReason::LeaseLost), _) => {
             tracing::warn!(parent: &span, "lease lost while running; result discarded");
@@ -480,30 +479,31 @@ async fn run_job(inner: &Arc<Inner>, active: Arc<Active>, slot: tokio::sync::Own
         }
         (_, outcome) => {
             let (done, wait) = oneshot::channel();
-            // Completions are never dropped: this waits if the writer is behind.
+            // Completions are never dropped: this waits if the writer is behind. The slot
+            // goes with it and stays taken until the outcome is durable, so the store never
+            // shows more than max_concurrent of this worker's jobs running.
             let _ = inner
                 .events
                 .send(EventMsg::Complete {
                     lease: Box::new(lease),
                     outcome,
+                    slot,
                     done,
                 })
                 .await;
-            // The slot stays taken until the outcome is durable, so the store never shows
-            // more than max_concurrent of this worker's jobs running.
+            // The writer has taken the job off the running ones with the commit; this
+            // only waits for it, so the job's task ends after its outcome is durable.
             let _ = wait.await;
+            return;
         }
     }
-    // Known here until its outcome is durable (and kept in `recent`): a client asking in
-    // between is answered from memory, not by the store.
+    // Known here until now; a completed job is kept in `recent` by the writer instead.
     if let Ok(mut map) = inner.active.lock() {
         map.remove(&job_id);
     }
     drop(slot);
-    if !completed {
-        // The slot came free without a write cycle: let the writer look for work.
-        inner.wake.notify_one();
-    }
+    // The slot came free without a write cycle: let the writer look for work.
+    inner.wake.notify_one();
 }
 
 /// Runs the attempt and turns what happened into an [`Outcome`].
@@ -900,20 +900,26 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<EventMsg>) {
                     look = false;
                     backlog = result.claimed.len() == asked;
                 }
-                let claimed = pending.settle(&inner, result);
+                let (claimed, mut freed) = pending.settle(&inner, result);
                 for active in claimed {
                     if let Some(t) = inner.config.tenants.get(&active.lease.job.tenant) {
                         t.add_queued(-1);
                     }
-                    // The claim asked for no more than the free slots (counting those of
-                    // the jobs completed by this cycle, whose tasks let go of them now that
-                    // their completion is acknowledged), and only this task takes slots.
-                    let Ok(permit) = inner.slots.clone().acquire_owned().await else {
-                        return;
+                    // The claim asked for no more than the free slots, counting those of
+                    // the jobs this cycle completed, which pass straight to claimed jobs;
+                    // and only this task takes slots.
+                    let permit = match freed.pop() {
+                        Some(permit) => permit,
+                        None => match inner.slots.clone().acquire_owned().await {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
                     };
                     let inner = inner.clone();
                     tokio::spawn(async move { run_job(&inner, active, permit).await });
                 }
+                // Slots of completed jobs no claimed job took are free again.
+                drop(freed);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "write cycle failed");
@@ -949,6 +955,8 @@ struct Pending {
     cycle: Cycle,
     submit_replies: Vec<oneshot::Sender<Result<Submitted, SubmitError>>>,
     acks: Vec<oneshot::Sender<()>>,
+    /// The slots of the jobs completing in this cycle.
+    slots: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Pending {
@@ -988,9 +996,11 @@ impl Pending {
             EventMsg::Complete {
                 lease,
                 outcome,
+                slot,
                 done,
             } => {
                 cycle.completions.push((*lease, outcome));
+                self.slots.push(slot);
                 self.acks.push(done);
             }
             EventMsg::Flush(done) => self.acks.push(done),
@@ -1002,12 +1012,17 @@ impl Pending {
     }
 
     /// Answers everyone waiting on a committed cycle; returns the claimed jobs, registered
-    /// as running here.
-    fn settle(self, inner: &Inner, result: CycleResult) -> Vec<Arc<Active>> {
+    /// as running here, and the slots of the jobs it completed.
+    fn settle(
+        self,
+        inner: &Inner,
+        result: CycleResult,
+    ) -> (Vec<Arc<Active>>, Vec<tokio::sync::OwnedSemaphorePermit>) {
         let Pending {
             cycle,
             submit_replies,
             acks,
+            slots,
         } = self;
         let claimed: Vec<Arc<Active>> = result
             .claimed
@@ -1045,10 +1060,14 @@ impl Pending {
         for ((lease, outcome), completed) in cycle.completions.iter().zip(result.completed) {
             completion_written(inner, lease, outcome, completed);
         }
+        no_longer_running(
+            inner,
+            cycle.completions.iter().map(|(l, _)| l.job.id.as_str()),
+        );
         for done in acks {
             let _ = done.send(());
         }
-        claimed
+        (claimed, slots)
     }
 
     /// A cycle failed as a whole: submitters get the error; completions and log lines are
@@ -1058,6 +1077,7 @@ impl Pending {
             cycle,
             submit_replies,
             acks,
+            slots,
         } = self;
         for reply in submit_replies {
             let _ = reply.send(Err(SubmitError::Unavailable(error.to_string())));
@@ -1069,10 +1089,27 @@ impl Pending {
             }
         }
         if !cycle.completions.is_empty() {
+            let ended: Vec<String> = cycle
+                .completions
+                .iter()
+                .map(|(l, _)| l.job.id.clone())
+                .collect();
             write_completions(inner, cycle.completions).await;
+            no_longer_running(inner, ended.iter().map(String::as_str));
         }
+        drop(slots);
         for done in acks {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Takes jobs whose outcome was written (or given up on) off those running here; their
+/// finished state is in `recent` by then, so a client asking in between finds it in memory.
+fn no_longer_running<'a>(inner: &Inner, ended: impl IntoIterator<Item = &'a str>) {
+    if let Ok(mut map) = inner.active.lock() {
+        for id in ended {
+            map.remove(id);
         }
     }
 }
