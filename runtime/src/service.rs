@@ -220,6 +220,24 @@ impl JobService {
         })?;
         let spec = protocol::validate(doc, &self.context(tenant))
             .map_err(|e| ApiError::field(e.field, e.message))?;
+        // Job ids are one namespace for all tenants: an id one tenant chose would answer
+        // another's submission of it with a 409, telling that it exists. A chosen id
+        // therefore carries its tenant's id, which no other tenant's can start with ('.'
+        // is not allowed in tenant ids).
+        if let Some(id) = &spec.job_id
+            && self.executor.config().tenants.is_multi()
+            && !id
+                .strip_prefix(tenant.id.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+        {
+            return Err(ApiError::field(
+                "job_id",
+                format!(
+                    "a chosen job_id must start with this tenant's id and a dot (\"{}.\")",
+                    tenant.id
+                ),
+            ));
+        }
         if self.handler_for(tenant, &spec.operation).is_none() {
             let served = self.operations_for(tenant).join(", ");
             return Err(ApiError::field(

@@ -195,6 +195,28 @@ async fn tokens_and_cross_tenant_access_on_every_endpoint() {
             .any(|j| j["id"] == id)
     );
 
+    // A chosen job id lives in its tenant's namespace (`alpha.`): beta can neither take
+    // one of alpha's ids nor learn that it exists from a 409.
+    let chosen = json!({"operation": "echo", "job_id": "alpha.build-1"});
+    assert_eq!(alpha.post("/jobs", &chosen).await.0, 201);
+    let (status, body) = alpha.post("/jobs", &chosen).await;
+    assert_error(status, &body, 409, Some("job_id"));
+    for taken in ["alpha.build-1", "build-1", "alphabuild-1", id.as_str()] {
+        let (status, body) = beta
+            .post("/jobs", &json!({"operation": "echo", "job_id": taken}))
+            .await;
+        assert_error(status, &body, 422, Some("job_id"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("\"beta.\""),
+            "{body}"
+        );
+    }
+    let beta_chosen = json!({"operation": "echo", "job_id": "beta.build-1"});
+    assert_eq!(beta.post("/jobs", &beta_chosen).await.0, 201);
+
     // Handlers: alpha's private hostile handler is alpha's alone; beta may run echo only.
     let names = |v: &Value| -> Vec<String> {
         v["handlers"]
