@@ -225,7 +225,7 @@ impl JobService {
         // therefore carries its tenant's id, which no other tenant's can start with ('.'
         // is not allowed in tenant ids).
         if let Some(id) = &spec.job_id
-            && self.executor.config().tenants.is_multi()
+            && self.tenants().is_multi()
             && !id
                 .strip_prefix(tenant.id.as_str())
                 .is_some_and(|rest| rest.starts_with('.'))
